@@ -1,0 +1,364 @@
+"""Settings: one typed dataclass per TOML section, read from file, environment and flags.
+
+Precedence (lowest to highest): built-in default < TOML file < ``LETHELOG_<SECTION>_<KEY>``
+environment variable < command-line flag. Every field carries its documentation in
+``metadata["doc"]``; ``tests/test_settings.py`` checks that each one appears in the README and in
+``config/lethelog.example.toml``.
+
+A bad value raises :class:`SettingsError` whose message is one line naming the setting and what is
+wrong, e.g. ``sessions.idle_timeout: expected a duration like 45s, 30m or 2h, got 'soon'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Secret",
+    "SettingsError",
+    "Settings",
+    "load_settings",
+    "parse_duration",
+    "parse_size",
+]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed. ``str(err)`` is one line meant for the operator."""
+
+
+class Secret:
+    """A string that never prints: ``repr`` and ``str`` show ``Secret('**********')``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
+    "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """``'45s'`` → 45.0, ``'30m'`` → 1800.0, ``'2h'`` → 7200.0 (seconds)."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration like 45s, 30m or 2h, got a boolean")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"expected a non-negative duration, got {text}")
+        return float(text)
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"expected a duration like 45s, 30m or 2h, got {text!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(text: str | int) -> int:
+    """``'512KiB'`` → 524288, ``'10MiB'`` → 10485760 (bytes)."""
+    if isinstance(text, bool):
+        raise ValueError("expected a size like 512KiB or 10MiB, got a boolean")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"expected a non-negative size, got {text}")
+        return text
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"expected a size like 512KiB or 10MiB, got {text!r}")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+
+
+def _opt(default: Any, doc: str, kind: str = "", **extra: Any) -> Any:
+    """A settings field: its default, its one-line documentation and how to read it."""
+    meta = {"doc": doc, "kind": kind, **extra}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    listen: str = _opt("127.0.0.1:8780", "HOST:PORT the HTTP API listens on.", "addr")
+    data_dir: Path = _opt(Path("lethelog-data"), "Directory for the store, keys and logs.", "path")
+    log_level: str = _opt("info", "Level of the service's own JSON log: debug, info, warning, error.",
+                          "choice", choices=("debug", "info", "warning", "error"))
+    shutdown_timeout: float = _opt(10.0, "How long shutdown waits to drain and commit.", "duration")
+    tls_cert: Path | None = _opt(None, "PEM certificate; with tls_key, serve HTTPS.", "path")
+    tls_key: Path | None = _opt(None, "PEM private key for tls_cert.", "path")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    backend: str = _opt("sqlite", "Where live records and aggregates live: sqlite (embedded).",
+                        "choice", choices=("sqlite",))
+    readers: int = _opt(2, "Reader threads for queries against SQLite.", "int", min=1, max=64)
+
+
+@dataclass(frozen=True)
+class SessionsSettings:
+    idle_timeout: float = _opt(1800.0, "A session ends after this long without a record.", "duration",
+                               min=0.001)
+    sweep_interval: float = _opt(1.0, "How often ended sessions are looked for and deleted.",
+                                 "duration", min=0.01)
+    max_clock_skew: float = _opt(300.0, "How far past the wall clock a record's time may be.",
+                                 "duration")
+    key_rotation: float = _opt(86400.0, "How often the pseudonymisation key changes.", "duration",
+                               min=1.0)
+    key_retention: float = _opt(172800.0, "How long an old key is kept before it is deleted.",
+                                "duration", min=1.0)
+    hint_fields: list[str] = _opt(["session_hint", "cookie_session", "http_cookie_session"],
+                                  "Record fields whose value identifies a session (never stored).",
+                                  "list")
+
+
+@dataclass(frozen=True)
+class MaskingSettings:
+    ipv4_keep_bits: int = _opt(24, "Leading IPv4 bits kept (24 zeroes the last octet).", "int",
+                               min=0, max=32)
+    ipv6_keep_bits: int = _opt(48, "Leading IPv6 bits kept (48 keeps the site prefix).", "int",
+                               min=0, max=128)
+    trusted_proxies: list[str] = _opt([], "CIDRs of proxies whose X-Forwarded-For is believed.",
+                                      "cidrs")
+    secret_params: list[str] = _opt([], "Extra query-parameter names whose values are scrubbed.",
+                                    "list")
+
+
+@dataclass(frozen=True)
+class EnrichSettings:
+    city_db: Path | None = _opt(None, "GeoIP2/GeoLite2 City .mmdb (country, region, city, tz).",
+                                "path")
+    country_db: Path | None = _opt(None, "GeoIP2/GeoLite2 Country .mmdb (used without city_db).",
+                                   "path")
+    asn_db: Path | None = _opt(None, "GeoLite2 ASN .mmdb (asn, AS organisation).", "path")
+    isp_db: Path | None = _opt(None, "GeoIP2 ISP .mmdb (asn, isp).", "path")
+    anonymous_ip_db: Path | None = _opt(None, "GeoIP2 Anonymous-IP .mmdb (VPN/Tor/hosting flags).",
+                                        "path")
+    connection_type_db: Path | None = _opt(None, "GeoIP2 Connection-Type .mmdb.", "path")
+    ua_cache_size: int = _opt(65536, "User-Agent strings remembered by the parse cache.", "int",
+                              min=0)
+    geo_cache_size: int = _opt(65536, "Masked networks remembered by the GeoIP cache.", "int",
+                               min=0)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    max_body_size: int = _opt(10 * 1024**2, "Largest accepted request body (after gzip).", "size")
+    max_line_length: int = _opt(64 * 1024, "Longest accepted log line or JSON record.", "size")
+    max_records_per_request: int = _opt(100_000, "Most records accepted in one request.", "int",
+                                        min=1)
+    queue_size: int = _opt(64, "Batches waiting for the store writer before 503.", "int", min=1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    sessions: SessionsSettings = field(default_factory=SessionsSettings)
+    masking: MaskingSettings = field(default_factory=MaskingSettings)
+    enrich: EnrichSettings = field(default_factory=EnrichSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+
+    @property
+    def listen_host(self) -> str:
+        return split_hostport(self.server.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return split_hostport(self.server.listen)[1]
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.type if isinstance(f.type, type) else globals()[str(f.type)]
+    for f in dataclasses.fields(Settings)
+}
+
+
+def all_settings() -> list[tuple[str, dataclasses.Field[Any]]]:
+    """Every (section, field) pair, for documentation and the documentation test."""
+    out: list[tuple[str, dataclasses.Field[Any]]] = []
+    for name, cls in SECTIONS.items():
+        out.extend((name, f) for f in dataclasses.fields(cls))
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def split_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port}")
+    return host.strip("[]"), int(port)
+
+
+def _convert(kind: str, raw: Any, meta: Mapping[str, Any], from_env: bool) -> Any:
+    if raw is None:
+        return None
+    if kind == "duration":
+        value: Any = parse_duration(raw)
+    elif kind == "size":
+        value = parse_size(raw)
+    elif kind == "int":
+        if isinstance(raw, bool) or not (isinstance(raw, int) or (from_env and _is_int(raw))):
+            raise ValueError(f"expected an integer, got {raw!r}")
+        value = int(raw)
+    elif kind == "bool":
+        if isinstance(raw, bool):
+            value = raw
+        elif from_env and str(raw).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            value = str(raw).lower() in ("1", "true", "yes", "on")
+        else:
+            raise ValueError(f"expected true or false, got {raw!r}")
+    elif kind == "path":
+        if not isinstance(raw, str) and not isinstance(raw, Path):
+            raise ValueError(f"expected a path, got {raw!r}")
+        value = Path(raw) if str(raw) != "" else None
+    elif kind in ("list", "cidrs"):
+        if from_env and isinstance(raw, str):
+            raw = [p.strip() for p in raw.split(",") if p.strip()]
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise ValueError(f"expected a list of strings, got {raw!r}")
+        if kind == "cidrs":
+            for item in raw:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"expected CIDR networks like 10.0.0.0/8, got {item!r}") from None
+        value = list(raw)
+    elif kind == "addr":
+        if not isinstance(raw, str):
+            raise ValueError(f"expected HOST:PORT, got {raw!r}")
+        split_hostport(raw)
+        value = raw
+    elif kind == "secret":
+        if not isinstance(raw, str):
+            raise ValueError("expected a string")
+        value = Secret(raw)
+    else:  # str / choice
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a string, got {raw!r}")
+        value = raw
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value is not None and value < lo:
+        raise ValueError(f"must be at least {lo}, got {raw!r}")
+    if hi is not None and value is not None and value > hi:
+        raise ValueError(f"must be at most {hi}, got {raw!r}")
+    return value
+
+
+def _is_int(raw: Any) -> bool:
+    return isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()) is not None
+
+
+def env_name(section: str, key: str) -> str:
+    return f"LETHELOG_{section.upper()}_{key.upper()}"
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from a TOML file, ``LETHELOG_*`` variables and overrides.
+
+    ``overrides`` maps ``"section.key"`` to a raw value (as a flag would give it).
+    """
+    env = os.environ if env is None else env
+    doc: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"--config: file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"--config: {path} is not valid TOML: {exc}") from None
+    lists = {"tokens", "sites"}
+    for name in doc:
+        if name not in SECTIONS and name not in lists:
+            raise SettingsError(f"{name}: unknown section (known: {', '.join(SECTIONS)})")
+    overrides = dict(overrides or {})
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        table = doc.get(section, {})
+        if not isinstance(table, dict):
+            raise SettingsError(f"{section}: expected a table [{section}]")
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in table:
+            if key not in known:
+                raise SettingsError(f"{section}.{key}: unknown setting")
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            dotted = f"{section}.{f.name}"
+            raw: Any = dataclasses.MISSING
+            from_env = False
+            if dotted in overrides and overrides[dotted] is not None:
+                raw, from_env = overrides[dotted], True
+            elif env_name(section, f.name) in env:
+                raw, from_env = env[env_name(section, f.name)], True
+            elif f.name in table:
+                raw = table[f.name]
+            if raw is dataclasses.MISSING:
+                continue
+            try:
+                kwargs[f.name] = _convert(f.metadata.get("kind", "str"), raw, f.metadata, from_env)
+            except ValueError as exc:
+                source = (
+                    "flag" if dotted in overrides
+                    else env_name(section, f.name) if env_name(section, f.name) in env
+                    else "config"
+                )
+                where = "" if source == "config" else f" (from {source})"
+                raise SettingsError(f"{dotted}{where}: {exc}") from None
+        built[section] = cls(**kwargs)
+    settings = Settings(**built)
+    _cross_checks(settings)
+    return settings
+
+
+def _cross_checks(s: Settings) -> None:
+    if (s.server.tls_cert is None) != (s.server.tls_key is None):
+        raise SettingsError("server.tls_cert: tls_cert and tls_key must be set together")
+    for section, f in all_settings():
+        if f.metadata.get("kind") == "path" and section == "enrich":
+            value = getattr(getattr(s, section), f.name)
+            if value is not None and not Path(value).is_file():
+                raise SettingsError(f"enrich.{f.name}: file {str(value)!r} does not exist")

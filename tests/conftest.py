@@ -1,0 +1,28 @@
+"""Shared test helpers: where the corpus lives, and skipping clearly when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+# ../shared/corpus from the project root; LETHELOG_CORPUS overrides.
+CORPUS = Path(os.environ.get("LETHELOG_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+
+def corpus_file(relative: str) -> Path:
+    """Path of a file in ../shared/corpus, or skip the test with the reason it is missing."""
+    path = CORPUS / relative
+    if not path.exists():
+        pytest.skip(f"corpus file {relative} not found: ../shared/corpus is absent on this machine")
+    return path
+
+
+def data_file(relative: str) -> Path:
+    """A fixture copied into tests/data (permissive licence, notice in tests/data/NOTICE.md)."""
+    path = DATA / relative
+    assert path.exists(), f"missing test fixture {path}"
+    return path
