@@ -125,6 +125,8 @@ class StoreSettings:
     backend: str = _opt("sqlite", "Where live records and aggregates live: sqlite (embedded).",
                         "choice", choices=("sqlite",))
     readers: int = _opt(2, "Reader threads for queries against SQLite.", "int", min=1, max=64)
+    fsync: bool = _opt(True, "fsync every commit (survives power loss); false: survives crashes.",
+                       "bool")
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,16 @@ class EnrichSettings:
                               min=0)
     geo_cache_size: int = _opt(65536, "Masked networks remembered by the GeoIP cache.", "int",
                                min=0)
+    geo_from: str = _opt("masked", "Address geolocated: masked (truncated) or full (in memory only).",
+                         "choice", choices=("masked", "full"))
+    geo_precision: str = _opt("city", "Finest location kept: country, region or city.", "choice",
+                              choices=("country", "region", "city"))
+    default_db: bool = _opt(True, "With no city_db/country_db, use a GeoIP DB installed from PyPI.",
+                            "bool")
+    max_db_age: float = _opt(400 * 86400.0, "A GeoIP database older than this is reported stale.",
+                             "duration")
+    reload_interval: float = _opt(60.0, "How often GeoIP files are checked for replacement (0: off).",
+                                  "duration")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""The store backend contract. SQLite (embedded) implements it today; a shared backend (Redis
+Cluster) implements the same methods so that many stateless collectors can share one state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.record import Record
+
+
+class StoreBusy(Exception):
+    """The store's bounded write queue is full: the caller should answer 503 + Retry-After."""
+
+    def __init__(self, retry_after: float = 1.0) -> None:
+        super().__init__("store write queue is full")
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class WriteResult:
+    stored: int = 0
+    sessions_ended: int = 0
+    records_deleted: int = 0
+
+
+@dataclass(slots=True)
+class SweepResult:
+    sessions_ended: int = 0
+    records_deleted: int = 0
+    checkpointed: bool = False
+
+
+@dataclass(slots=True)
+class StoreStats:
+    records: int = 0
+    sessions: int = 0
+    queue_depth: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(ABC):
+    """Where live records and their sessions live, and where they are forgotten.
+
+    Contract, for every backend:
+
+    * ``write(records)`` returns only after every record is durable (committed); it raises
+      :class:`StoreBusy` at once, storing nothing, when the bounded write queue is full.
+      Each record is a stored record (``collector.record.STORED_FIELDS``, ``time`` as epoch
+      seconds) plus ``session_key`` (the pseudonymous key, never output) and ``source``.
+    * The store assigns sessions: a record joins the open session of its ``session_key`` unless
+      its time is more than the idle timeout past that session's last record, which ends the
+      old session and opens a new one.
+    * ``sweep(now)`` ends every session idle on its source's log clock or on the wall clock and
+      deletes its records for good (the bytes are overwritten, not just unlinked).
+    * ``records(limit)`` returns live records newest first, each with its public ``session`` id
+      and never its ``session_key``.
+    * ``erase(session_ids=..., keys=...)`` ends the named sessions now and deletes their records.
+    * Nothing raw reaches the store: callers pass masked, scrubbed records only.
+    """
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Commit everything already accepted, then release resources."""
+
+    @abstractmethod
+    async def write(self, records: list[Record]) -> WriteResult: ...
+
+    @abstractmethod
+    async def sweep(self, now: float) -> SweepResult: ...
+
+    @abstractmethod
+    async def records(self, limit: int, session: str | None = None) -> list[Record]: ...
+
+    @abstractmethod
+    async def erase(
+        self, session_ids: list[str] | None = None, keys: list[str] | None = None
+    ) -> SweepResult: ...
+
+    @abstractmethod
+    async def stats(self) -> StoreStats: ...

@@ -1,0 +1,405 @@
+"""SQLite store: one writer thread behind a bounded queue, readers in a small thread pool.
+
+Layout for cheap writes and cheap forgetting:
+
+* ``sessions``: one row per open session, keyed by a monotonic integer ``sid``.
+* ``records``: one row per record with the ``sid`` (not the random session key), so the
+  ``records(sid)`` index grows at its end instead of splitting pages at random.
+* Forgetting a session deletes its rows with ``secure_delete`` on (freed bytes are zeroed) and the
+  next sweep checkpoints the WAL with ``TRUNCATE``, so the text leaves every file.
+
+Writes are group-committed: the writer takes every batch waiting in the queue into one
+transaction, then resolves each caller's future. A caller hears back only after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from collector.metrics import Metrics
+from collector.record import STORED_FIELDS, Record
+from collector.sessions import Session, SessionTable
+from collector.settings import Settings
+from collector.store.base import Store, StoreBusy, StoreStats, SweepResult, WriteResult
+from collector.timefmt import rfc3339
+
+log = structlog.get_logger("lethelog.store")
+
+COLUMNS: tuple[str, ...] = tuple(f for f in STORED_FIELDS if f != "session")
+_BOOL = {"is_bot", "dnt", "is_anonymous_proxy", "is_vpn", "is_tor", "is_hosting"}
+_TYPES = {
+    "time": "REAL NOT NULL", "status": "INTEGER", "bytes": "INTEGER", "asn": "INTEGER",
+    "request_time": "REAL", **{b: "INTEGER" for b in _BOOL},
+}
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS sessions (
+        sid INTEGER PRIMARY KEY, id TEXT NOT NULL, key TEXT NOT NULL, source TEXT NOT NULL,
+        site TEXT NOT NULL, first_log REAL NOT NULL, last_log REAL NOT NULL,
+        last_wall REAL NOT NULL, records INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS sessions_key ON sessions(key)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS sessions_id ON sessions(id)",
+    "CREATE TABLE IF NOT EXISTS records (rid INTEGER PRIMARY KEY, sid INTEGER NOT NULL, "
+    + ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS)
+    + ")",
+    "CREATE INDEX IF NOT EXISTS records_sid ON records(sid)",
+    "CREATE INDEX IF NOT EXISTS records_time ON records(time)",
+    "CREATE TABLE IF NOT EXISTS clocks (source TEXT PRIMARY KEY, log_time REAL NOT NULL)",
+]
+
+_INSERT = (
+    f"INSERT INTO records (sid, {', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+)
+_UPSERT_SESSION = (
+    "INSERT INTO sessions (sid, id, key, source, site, first_log, last_log, last_wall, records) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sid) DO UPDATE SET "
+    "first_log=excluded.first_log, last_log=excluded.last_log, last_wall=excluded.last_wall, "
+    "records=excluded.records"
+)
+
+Job = Callable[[sqlite3.Connection], Any]
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute("PRAGMA temp_store=MEMORY")  # sorts and temp tables never touch /tmp
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class SQLiteStore(Store):
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.path = Path(settings.server.data_dir) / "lethelog.db"
+        self.table = SessionTable(settings.sessions.idle_timeout)
+        self._queue: queue.Queue[tuple[str, Any, asyncio.Future[Any]] | None] = queue.Queue()
+        self._pending_writes = 0
+        self._pending_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._needs_checkpoint = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._records = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.settings.store.fsync else 'NORMAL'}")
+        for stmt in SCHEMA:
+            conn.execute(stmt)
+        for row in conn.execute(
+            "SELECT sid, id, key, source, site, first_log, last_log, last_wall, records "
+            "FROM sessions"
+        ):
+            self.table.restore(Session(*row))
+        for source, clock in conn.execute("SELECT source, log_time FROM clocks"):
+            self.table.clocks[source] = max(self.table.clocks.get(source, clock), clock)
+        (self._records,) = conn.execute("SELECT count(*) FROM records").fetchone()
+        self._writer = conn
+        self._thread = threading.Thread(target=self._run, name="lethelog-writer", daemon=True)
+        self._thread.start()
+        self._readers = ThreadPoolExecutor(
+            max_workers=self.settings.store.readers, thread_name_prefix="lethelog-reader"
+        )
+        self.metrics.gauge("lethelog_sessions_live", "Open sessions.", lambda: len(self.table))
+        self.metrics.gauge("lethelog_records_live", "Records held.", lambda: self._records)
+        self.metrics.gauge(
+            "lethelog_queue_depth", "Batches waiting for the writer.", lambda: self._pending_writes
+        )
+        log.info("store_opened", backend="sqlite", path=str(self.path),
+                 sessions=len(self.table), records=self._records)
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            await self._submit("checkpoint", None, bounded=False)
+            self._queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._thread = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        log.info("store_closed", records=self._records, sessions=len(self.table))
+
+    # ------------------------------------------------------------------ writer side
+
+    def _submit(self, kind: str, payload: Any, bounded: bool) -> asyncio.Future[Any]:
+        assert self._loop is not None, "store not started"
+        if bounded:
+            with self._pending_lock:
+                if self._pending_writes >= self.settings.ingest.queue_size:
+                    raise StoreBusy(retry_after=1.0)
+                self._pending_writes += 1
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((kind, payload, fut))
+        return fut
+
+    def _resolve(self, fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+        def done() -> None:
+            if fut.cancelled():
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(done)
+
+    def _run(self) -> None:
+        conn = self._writer
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            jobs = [item]
+            if item[0] == "write":  # group commit: take every waiting write along
+                while len(jobs) < 256:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._queue.put(None)
+                        break
+                    jobs.append(nxt)
+            writes = [j for j in jobs if j[0] == "write"]
+            others = [j for j in jobs if j[0] != "write"]
+            if writes:
+                self._do_writes(conn, writes)
+            for kind, payload, fut in others:
+                try:
+                    result = getattr(self, f"_do_{kind}")(conn, payload)
+                except BaseException as exc:  # reported to the caller, never kills the writer
+                    log.error("store_job_failed", job=kind, error=type(exc).__name__)
+                    self._resolve(fut, None, exc)
+                else:
+                    self._resolve(fut, result, None)
+        conn.close()
+
+    def _do_writes(self, conn: sqlite3.Connection, jobs: list[Any]) -> None:
+        results: list[WriteResult] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            wall = time.time()
+            for _, records, _ in jobs:
+                results.append(self._write_batch(conn, records, wall))
+            ended = self.table.expire(wall)
+            deleted = self._delete_sessions(conn, ended)
+            self._save_clocks(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            conn.execute("ROLLBACK") if conn.in_transaction else None
+            log.error("store_write_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            self._reload_sessions(conn)
+            for _, _, fut in jobs:
+                self._resolve(fut, None, exc)
+            with self._pending_lock:
+                self._pending_writes -= len(jobs)
+            return
+        if results:
+            results[-1].sessions_ended += len(ended)
+            results[-1].records_deleted += deleted
+        self._count_ended(len(ended), deleted)
+        with self._pending_lock:
+            self._pending_writes -= len(jobs)
+        for (_, _, fut), res in zip(jobs, results, strict=True):
+            self._resolve(fut, res, None)
+
+    def _write_batch(self, conn: sqlite3.Connection, records: list[Record], wall: float
+                     ) -> WriteResult:
+        touched: dict[int, Session] = {}
+        ended: list[Session] = []
+        rows = []
+        started = 0
+        for rec in records:
+            touch = self.table.touch(rec["session_key"], rec["time"], wall,
+                                     rec.get("source") or "local", rec.get("site") or "default")
+            s = touch.session
+            if s.records == 1:
+                started += 1
+            if touch.ended is not None:
+                ended.append(touch.ended)
+                touched.pop(touch.ended.sid, None)
+            touched[s.sid] = s
+            rows.append((s.sid, *(_col(rec, c) for c in COLUMNS)))
+        deleted = self._delete_sessions(conn, ended)
+        conn.executemany(_INSERT, rows)
+        conn.executemany(_UPSERT_SESSION, [
+            (s.sid, s.id, s.key, s.source, s.site, s.first_log, s.last_log, s.last_wall, s.records)
+            for s in touched.values() if s.sid in self.table.by_sid
+        ])
+        self._records += len(rows)
+        self.metrics.inc("lethelog_sessions_started_total", started)
+        self._count_ended(len(ended), deleted)
+        return WriteResult(stored=len(rows), sessions_ended=len(ended), records_deleted=deleted)
+
+    def _save_clocks(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT INTO clocks (source, log_time) VALUES (?, ?) "
+            "ON CONFLICT(source) DO UPDATE SET log_time=excluded.log_time",
+            list(self.table.clocks.items()),
+        )
+
+    def _delete_sessions(self, conn: sqlite3.Connection, ended: Iterable[Session]) -> int:
+        sids = [s.sid for s in ended]
+        if not sids:
+            return 0
+        deleted = 0
+        for chunk in _chunks(sids, 500):
+            marks = ",".join("?" * len(chunk))
+            deleted += conn.execute(f"DELETE FROM records WHERE sid IN ({marks})", chunk).rowcount
+            conn.execute(f"DELETE FROM sessions WHERE sid IN ({marks})", chunk)
+        self._records -= deleted
+        self._needs_checkpoint = True
+        return deleted
+
+    def _count_ended(self, sessions: int, records: int) -> None:
+        if sessions:
+            self.metrics.inc("lethelog_sessions_ended_total", sessions)
+        if records:
+            self.metrics.inc("lethelog_records_deleted_total", records)
+
+    def _reload_sessions(self, conn: sqlite3.Connection) -> None:
+        """After a rolled-back transaction, rebuild the in-memory table from the database."""
+        self.table = SessionTable(self.settings.sessions.idle_timeout)
+        for row in conn.execute(
+            "SELECT sid, id, key, source, site, first_log, last_log, last_wall, records "
+            "FROM sessions"
+        ):
+            self.table.restore(Session(*row))
+
+    def _do_sweep(self, conn: sqlite3.Connection, now: float) -> SweepResult:
+        ended = self.table.expire(now)
+        result = SweepResult()
+        if ended:
+            conn.execute("BEGIN IMMEDIATE")
+            result.records_deleted = self._delete_sessions(conn, ended)
+            conn.execute("COMMIT")
+            result.sessions_ended = len(ended)
+            self._count_ended(len(ended), result.records_deleted)
+        if self._needs_checkpoint:
+            result.checkpointed = self._do_checkpoint(conn, None)
+        return result
+
+    def _do_checkpoint(self, conn: sqlite3.Connection, _: Any) -> bool:
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy == 0:
+            self._needs_checkpoint = False
+            return True
+        return False
+
+    def _do_erase(self, conn: sqlite3.Connection, payload: tuple[list[str], list[str]]
+                  ) -> SweepResult:
+        ids, keys = payload
+        victims: list[Session] = []
+        wanted_ids, wanted_keys = set(ids), set(keys)
+        for s in list(self.table.by_sid.values()):
+            if s.id in wanted_ids or s.key in wanted_keys:
+                ended = self.table.end(s.sid)
+                if ended is not None:
+                    victims.append(ended)
+        conn.execute("BEGIN IMMEDIATE")
+        deleted = self._delete_sessions(conn, victims)
+        conn.execute("COMMIT")
+        self._count_ended(len(victims), deleted)
+        result = SweepResult(len(victims), deleted)
+        result.checkpointed = self._do_checkpoint(conn, None)
+        return result
+
+    # ------------------------------------------------------------------ public API
+
+    async def write(self, records: list[Record]) -> WriteResult:
+        if not records:
+            return WriteResult()
+        return await asyncio.shield(self._submit("write", records, bounded=True))  # type: ignore[no-any-return]
+
+    async def sweep(self, now: float) -> SweepResult:
+        return await self._submit("sweep", now, bounded=False)  # type: ignore[no-any-return]
+
+    async def erase(self, session_ids: list[str] | None = None, keys: list[str] | None = None
+                    ) -> SweepResult:
+        payload = (list(session_ids or []), list(keys or []))
+        return await self._submit("erase", payload, bounded=False)  # type: ignore[no-any-return]
+
+    async def read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(conn)`` on a read-only connection in the reader pool."""
+        assert self._readers is not None, "store not started"
+
+        def run() -> Any:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = connect(self.path, readonly=True)
+                self._local.conn = conn
+            return fn(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    async def records(self, limit: int, session: str | None = None) -> list[Record]:
+        cols = ", ".join(f"r.{c}" for c in COLUMNS)
+        sql = f"SELECT {cols}, s.id FROM records r JOIN sessions s ON s.sid = r.sid"
+        args: list[Any] = []
+        if session is not None:
+            sql += " WHERE s.id = ?"
+            args.append(session)
+        sql += " ORDER BY r.time DESC, r.rid DESC LIMIT ?"
+        args.append(limit)
+
+        def fetch(conn: sqlite3.Connection) -> list[Record]:
+            return [row_to_record(row) for row in conn.execute(sql, args)]
+
+        return await self.read(fetch)  # type: ignore[no-any-return]
+
+    async def stats(self) -> StoreStats:
+        return StoreStats(records=self._records, sessions=len(self.table),
+                          queue_depth=self._pending_writes,
+                          extra={"path": str(self.path)})
+
+
+def _col(rec: Record, name: str) -> Any:
+    v = rec.get(name)
+    if name == "languages" and v is not None:
+        return orjson.dumps(v).decode()
+    if name in _BOOL and v is not None:
+        return 1 if v else 0
+    return v
+
+
+def row_to_record(row: tuple[Any, ...]) -> Record:
+    rec: Record = dict(zip(COLUMNS, row, strict=False))
+    rec["session"] = row[len(COLUMNS)]
+    rec["time"] = rfc3339(rec["time"])
+    if rec.get("languages") is not None:
+        rec["languages"] = orjson.loads(rec["languages"])
+    for b in _BOOL:
+        if rec.get(b) is not None:
+            rec[b] = bool(rec[b])
+    return rec
+
+
+def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk
