@@ -166,7 +166,7 @@ class IPMasker:
                     assert not isinstance(peer, str)
                     if not self._trusted(peer[0]):
                         # XFF from an untrusted peer is not believed, but still masked.
-                        chain = self._mask_all(_split_chain(forwarded_for)) + (self._mask(peer[1]),)
+                        chain = (*self._mask_all(_split_chain(forwarded_for)), self._mask(peer[1]))
                         return Client(peer[0], self._mask(peer[1]), None, chain)
                 entries = _split_chain(forwarded_for) + entries
         return self._walk(entries)
@@ -258,7 +258,7 @@ def _parse_entry(text: str) -> tuple[str, bytes] | str:
             raise AddressError("client field has an invalid port after the bracketed address")
         host = text[1:end]
         packed = _pack(host)
-        if packed is None or len(packed) == 4 and ":" not in host:
+        if packed is None or (len(packed) == 4 and ":" not in host):
             raise AddressError("bracketed client field is not an IPv6 address")
         return _normal(packed), packed
     colons = host.count(":")
