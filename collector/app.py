@@ -1,0 +1,113 @@
+"""``create_app(settings)``: the service, its routes, and each resource's lifecycle in order.
+
+Read the ``cleanup_ctx`` list top to bottom to see start-up, bottom to top to see shutdown:
+keys → store → enrichment → pipeline → sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from collector.api import ops, records
+from collector.appkeys import GEO, KEYRING, METRICS, PIPELINE, SETTINGS, STARTED, STORE, UA
+from collector.auth import auth_middleware
+from collector.enrich.geo import GeoEnricher
+from collector.enrich.ua import UAEnricher
+from collector.keys import KeyRing
+from collector.metrics import Metrics
+from collector.pipeline import Pipeline, build_steps
+from collector.settings import Settings
+from collector.sources import http
+from collector.store import open_store
+from masking.ip import weaker_than_default
+
+log = structlog.get_logger("lethelog.app")
+
+
+async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS].sessions
+    app[KEYRING] = KeyRing(app[SETTINGS].server.data_dir / "session-keys.json",
+                           s.key_rotation, s.key_retention)
+    app[KEYRING].current()
+    yield
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = open_store(app[SETTINGS], app[METRICS])
+    await store.start()
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def enrich_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    geo = GeoEnricher(settings.enrich)
+    app[GEO] = geo
+    app[UA] = UAEnricher(settings.enrich.ua_cache_size)
+    if not geo.configured:
+        log.warning("geoip_disabled", reason="no GeoIP database configured; geo fields are null")
+    for db in geo.info():
+        log.info("geoip_database", **{k: v for k, v in db.items() if k != "path"})
+    watcher = asyncio.create_task(geo.watch(settings.enrich.reload_interval))
+    yield
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    geo.close()
+
+
+async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    steps = build_steps(app[SETTINGS], app[KEYRING], app[GEO], app[UA], source="local")
+    app[PIPELINE] = Pipeline(steps)
+    yield
+
+
+async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Ends idle sessions on the wall clock, deletes their records, checkpoints the WAL."""
+    store, interval = app[STORE], app[SETTINGS].sessions.sweep_interval
+    keyring = app[KEYRING]
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                result = await store.sweep(time.time())
+                keyring.prune()
+            except Exception as exc:  # keep sweeping; the next tick retries
+                log.error("sweep_failed", error=type(exc).__name__)
+                continue
+            if result.sessions_ended:
+                log.info("sessions_forgotten", sessions=result.sessions_ended,
+                         records=result.records_deleted, checkpointed=result.checkpointed)
+
+    task = asyncio.create_task(sweep_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[auth_middleware],
+        client_max_size=settings.ingest.max_body_size,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[STARTED] = time.time()
+    app.cleanup_ctx.extend([keys_ctx, store_ctx, enrich_ctx, pipeline_ctx, sweeper_ctx])
+    app.router.add_post("/v1/logs", http.post_logs)
+    app.router.add_get("/v1/records", records.get_records)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/metrics", ops.metrics)
+    for warning in weaker_than_default(settings.masking.ipv4_keep_bits,
+                                       settings.masking.ipv6_keep_bits):
+        log.warning("masking_weaker_than_default", detail=warning)
+    return app

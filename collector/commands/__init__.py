@@ -1,0 +1,1 @@
+"""Subcommands beyond ``serve``: each module registers itself with ``collector.cli.command``."""

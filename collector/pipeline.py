@@ -1,0 +1,215 @@
+"""The transform chain between a source and the store: check → mask → scrub → enrich → shape.
+
+Each step is a small object configured in ``__init__`` with one cheap ``__call__(rec)`` that
+returns the record (possibly changed) or ``None`` to drop it, and raises
+:class:`~collector.record.RecordError` to reject it with a reason. ``build_steps`` is the one place
+that decides the chain. Every step is stateless per record, so the chain runs inline in whichever
+source calls it (HTTP handler, syslog receiver, import worker); the store is the only stateful
+sink, behind its bounded queue.
+
+The raw client address lives in ``rec["_ip"]`` only between ``MaskClient`` and ``Shape``; Shape
+builds a fresh dict from the stored fields, so it cannot leak past the chain.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from collector.enrich.geo import GeoEnricher
+from collector.enrich.ua import UAEnricher
+from collector.keys import KeyRing
+from collector.parse import ParseError
+from collector.record import STORED_FIELDS, Record, RecordError
+from collector.settings import Settings
+from masking.ip import AddressError, IPMasker
+from masking.language import parse_accept_language
+from masking.session import session_key
+from masking.url import UrlScrubber, path_template
+
+log = structlog.get_logger("lethelog.pipeline")
+
+Step = Callable[[Record], Record | None]
+
+
+class CheckTime:
+    """A record needs a time, and may not be stamped beyond the wall clock plus the skew."""
+
+    def __init__(self, max_skew: float, clock: Callable[[], float] = time.time) -> None:
+        self.max_skew = max_skew
+        self.clock = clock
+
+    def __call__(self, rec: Record) -> Record:
+        t = rec.get("time")
+        if t is None:
+            raise RecordError("missing timestamp")
+        if not isinstance(t, int | float):
+            raise RecordError("timestamp is not a number of seconds")
+        ahead = t - self.clock()
+        if ahead > self.max_skew:
+            raise RecordError(f"timestamp is {ahead:.0f}s in the future (allowed skew "
+                              f"{self.max_skew:.0f}s)")
+        return rec
+
+
+class MaskClient:
+    """Truncate the client address and derive the pseudonymous session key from the full one."""
+
+    def __init__(self, masker: IPMasker, keyring: KeyRing, hint_fields: Iterable[str]) -> None:
+        self.masker = masker
+        self.keyring = keyring
+        self.hint_fields = tuple(hint_fields)
+
+    def __call__(self, rec: Record) -> Record:
+        raw = rec.get("client")
+        if raw is None or raw == "":
+            raise RecordError("missing client address")
+        try:
+            client = self.masker.client(str(raw), rec.get("forwarded_for"))
+        except AddressError as exc:
+            raise RecordError(str(exc)) from None
+        rec["ip"] = client.masked
+        rec["_ip"] = client.ip
+        if client.ip is None:
+            rec["ip_note"] = client.reason
+        hint = None
+        for name in self.hint_fields:
+            value = rec.get(name)
+            if value:
+                hint = str(value)
+                break
+        site = rec.get("site") or "default"
+        rec["site"] = site
+        rec["session_key"] = session_key(
+            self.keyring.current().secret, site, client.ip or client.reason or "",
+            rec.get("user_agent"), hint,
+        )
+        return rec
+
+
+class ScrubUrl:
+    """Secrets out of the target and the referrer; a template of the path for grouping."""
+
+    def __init__(self, scrubber: UrlScrubber) -> None:
+        self.scrubber = scrubber
+
+    def __call__(self, rec: Record) -> Record:
+        path, query = self.scrubber.target(rec.get("target"))
+        rec["path"] = path
+        rec["query"] = query
+        rec["path_template"] = path_template(path)
+        rec["referrer"] = self.scrubber.referrer(rec.get("referrer"))
+        return rec
+
+
+class EnrichGeo:
+    def __init__(self, geo: GeoEnricher) -> None:
+        self.geo = geo
+
+    def __call__(self, rec: Record) -> Record:
+        rec.update(self.geo.lookup(rec.get("ip"), rec.get("_ip")))
+        return rec
+
+
+class EnrichAgent:
+    def __init__(self, ua: UAEnricher) -> None:
+        self.ua = ua
+
+    def __call__(self, rec: Record) -> Record:
+        rec.update(self.ua(rec.get("user_agent")))
+        return rec
+
+
+class Language:
+    def __call__(self, rec: Record) -> Record:
+        primary, ordered = parse_accept_language(rec.get("accept_language"))
+        rec["language"] = primary
+        rec["languages"] = ordered or None
+        return rec
+
+
+class Shape:
+    """Build the stored record: only STORED_FIELDS, plus the key and source for the store."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.fields = tuple(f for f in STORED_FIELDS if f not in ("session", "source"))
+
+    def __call__(self, rec: Record) -> Record:
+        out = {f: rec.get(f) for f in self.fields}
+        for f in ("method", "host", "protocol"):
+            if out[f] == "" or out[f] == "-":
+                out[f] = None
+        out["dnt"] = bool(rec.get("dnt") or rec.get("gpc")) or None
+        out["source"] = rec.get("_source") or self.source
+        out["session_key"] = rec["session_key"]
+        return out
+
+
+def build_steps(settings: Settings, keyring: KeyRing, geo: GeoEnricher, ua: UAEnricher,
+                source: str) -> list[Step]:
+    m = settings.masking
+    return [
+        CheckTime(settings.sessions.max_clock_skew),
+        MaskClient(IPMasker(m.ipv4_keep_bits, m.ipv6_keep_bits, m.trusted_proxies), keyring,
+                   settings.sessions.hint_fields),
+        ScrubUrl(UrlScrubber(m.secret_params)),
+        EnrichGeo(geo),
+        EnrichAgent(ua),
+        Language(),
+        Shape(source),
+    ]
+
+
+@dataclass
+class BatchResult:
+    records: list[Record] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    dropped: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return len(self.errors)
+
+
+class Pipeline:
+    """Runs parsed items through the steps; collects good records and per-line errors."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+
+    def run(self, rec: Record) -> Record | None:
+        for step in self.steps:
+            out = step(rec)
+            if out is None:
+                return None
+            rec = out
+        return rec
+
+    def process(self, items: Iterable[tuple[int, Record | ParseError | RecordError]],
+                source: str | None = None) -> BatchResult:
+        result = BatchResult()
+        for line, item in items:
+            if isinstance(item, ParseError | RecordError):
+                result.errors.append((line, str(item)))
+                continue
+            if source is not None:
+                item["_source"] = source
+            try:
+                out = self.run(item)
+            except (RecordError, ParseError) as exc:
+                result.errors.append((line, str(exc)))
+                continue
+            except Exception as exc:  # a bug must not take the batch down, nor leak a value
+                log.error("pipeline_step_failed", line=line, error=type(exc).__name__)
+                result.errors.append((line, f"internal error ({type(exc).__name__})"))
+                continue
+            if out is None:
+                result.dropped += 1
+            else:
+                result.records.append(out)
+        return result

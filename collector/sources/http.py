@@ -1,0 +1,102 @@
+"""HTTP source: ``POST /v1/logs``. The answer comes after the accepted records are committed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from itertools import islice
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from collector.appkeys import METRICS, PIPELINE, SETTINGS, STORE
+from collector.auth import PRINCIPAL, requires
+from collector.pipeline import BatchResult
+from collector.sources.body import BodyError, gunzip, read_body
+from collector.store import StoreBusy
+
+log = structlog.get_logger("lethelog.ingest")
+
+MAX_ERRORS = 100
+CHUNK = 2000  # records run through the chain between two yields to the event loop
+
+
+def _json_response(payload: dict[str, Any], status: int = 200,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def refuse(status: int, error: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json_response({"accepted": 0, "rejected": 0, "errors": [], "error": error}, status,
+                          headers)
+
+
+@requires("shipper")
+async def post_logs(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    principal = request[PRINCIPAL]
+    data = await request.read()
+    if request.headers.get("Content-Encoding", "").lower() in ("gzip", "x-gzip"):
+        try:
+            data = gunzip(data, settings.ingest.max_body_size)
+        except BodyError as exc:
+            metrics.inc("lethelog_requests_refused_total", reason="body")
+            return refuse(exc.status, str(exc))
+    fmt = request.query.get("format") or None
+    if fmt in ("auto", "detect"):
+        fmt = None
+    pipeline = request.app[PIPELINE]
+    result = BatchResult()
+    try:
+        items = read_body(data, request.headers.get("Content-Type", "text/plain"), fmt,
+                          settings.ingest.max_line_length)
+        limit = settings.ingest.max_records_per_request
+        while True:
+            chunk = list(islice(items, CHUNK))
+            if not chunk:
+                break
+            part = pipeline.process(chunk, source=principal.name)
+            result.records.extend(part.records)
+            result.errors.extend(part.errors)
+            result.dropped += part.dropped
+            if len(result.records) + len(result.errors) > limit:
+                metrics.inc("lethelog_requests_refused_total", reason="too_many_records")
+                return refuse(413, f"more than {limit} records in one request "
+                                   "(ingest.max_records_per_request)")
+            await asyncio.sleep(0)
+    except BodyError as exc:
+        metrics.inc("lethelog_requests_refused_total", reason="body")
+        return refuse(exc.status, str(exc))
+    try:
+        await request.app[STORE].write(result.records)
+    except StoreBusy as exc:
+        metrics.inc("lethelog_requests_refused_total", reason="queue_full")
+        return refuse(503, "store queue is full, retry later",
+                      {"Retry-After": str(max(1, int(exc.retry_after)))})
+    metrics.inc("lethelog_records_accepted_total", len(result.records))
+    for _, reason in result.errors:
+        metrics.inc("lethelog_records_rejected_total", reason=_reason_class(reason))
+    metrics.observe("lethelog_ingest_seconds", time.perf_counter() - started)
+    if result.errors:
+        log.info("records_rejected", source=principal.name, rejected=len(result.errors),
+                 accepted=len(result.records), first_line=result.errors[0][0])
+    return _json_response({
+        "accepted": len(result.records),
+        "rejected": len(result.errors),
+        "dropped": result.dropped,
+        "errors": [{"line": line, "error": err} for line, err in result.errors[:MAX_ERRORS]],
+    })
+
+
+def _reason_class(reason: str) -> str:
+    """A closed vocabulary for the metric label (the reason text itself is free-form)."""
+    r = reason.lower()
+    for key in ("json", "timestamp", "future", "address", "format", "longer", "internal"):
+        if key in r:
+            return key
+    return "other"
