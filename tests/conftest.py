@@ -26,3 +26,11 @@ def data_file(relative: str) -> Path:
     path = DATA / relative
     assert path.exists(), f"missing test fixture {path}"
     return path
+
+
+def log_fixture(name: str) -> Path:
+    """A log fixture: the copy in tests/data/logs if there is one, else the corpus (or skip)."""
+    local = DATA / "logs" / name
+    if local.exists():
+        return local
+    return corpus_file(f"logs/{name}")

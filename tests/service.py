@@ -1,0 +1,102 @@
+"""Helpers to run the real service in tests: in-process (aiohttp test server) or as a process."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from collector.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_settings(data_dir: Path, **values: Any) -> Settings:
+    """Settings for a test: ``values`` maps 'section.key' to a raw value, as a flag gives it."""
+    overrides = {"server.data_dir": str(data_dir), **values}
+    return load_settings(None, env={}, overrides=overrides)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
+    """``lethelog serve`` as a child process, its JSON log captured in a file."""
+
+    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None,
+                 args: Iterable[str] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LETHELOG_")}
+        full_env.update(env or {})
+        full_env["PYTHONPATH"] = str(ROOT)
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector", "serve", "--listen", f"127.0.0.1:{self.port}",
+             "--data-dir", str(data_dir), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(data_dir.parent),
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("service did not start")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def ip_pattern(ip: str) -> re.Pattern[bytes]:
+    """Match ``ip`` as a whole address, not as part of a longer number."""
+    return re.compile(rb"(?<![0-9.])" + re.escape(ip.encode()) + rb"(?![0-9])")
+
+
+def files_containing(paths: Iterable[Path], needles: Iterable[str]) -> dict[str, list[str]]:
+    """For each needle (an address or marker), the files whose raw bytes contain it."""
+    blobs = {}
+    for p in paths:
+        if p.is_file():
+            blobs[str(p)] = p.read_bytes()
+    hits: dict[str, list[str]] = {}
+    for needle in needles:
+        pat = ip_pattern(needle)
+        found = [name for name, blob in blobs.items() if pat.search(blob)]
+        if found:
+            hits[needle] = found
+    return hits
+
+
+def all_files(*roots: Path) -> list[Path]:
+    out: list[Path] = []
+    for root in roots:
+        if root.is_file():
+            out.append(root)
+        elif root.exists():
+            out.extend(p for p in root.rglob("*") if p.is_file())
+    return out
