@@ -114,9 +114,7 @@ class IPMasker:
                 return socket.inet_ntop(
                     socket.AF_INET, (int.from_bytes(packed, "big") & v4).to_bytes(4, "big")
                 )
-            return socket.inet_ntop(
-                socket.AF_INET6, (int.from_bytes(packed, "big") & v6).to_bytes(16, "big")
-            )
+            return _normal((int.from_bytes(packed, "big") & v6).to_bytes(16, "big"))
 
         self._mask = mask_packed
 
@@ -278,5 +276,14 @@ def _looks_numeric(host: str) -> bool:
     return all(c.isdigit() or c == "." for c in host)
 
 
+_ZERO96 = b"\x00" * 12
+
+
 def _normal(packed: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+    """Text form as ``ipaddress`` writes it (RFC 5952; never the deprecated ``::a.b.c.d``)."""
+    if len(packed) == 4:
+        return socket.inet_ntop(socket.AF_INET, packed)
+    if packed[:12] == _ZERO96:
+        hi, lo = int.from_bytes(packed[12:14], "big"), int.from_bytes(packed[14:], "big")
+        return f"::{hi:x}:{lo:x}" if hi else (f"::{lo:x}" if lo else "::")
+    return socket.inet_ntop(socket.AF_INET6, packed)
