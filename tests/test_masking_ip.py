@@ -22,7 +22,8 @@ M = IPMasker()
         ("::1", "::1", "::"),
         ("[2001:db8::1]:443", "2001:db8::1", "2001:db8::"),
         ("[::1]", "::1", "::"),
-        ("2001:0db8:85a3:0000:0000:8a2e:0370:7334", "2001:db8:85a3::8a2e:370:7334", "2001:db8:85a3::"),
+        ("2001:0db8:85a3:0000:0000:8a2e:0370:7334", "2001:db8:85a3::8a2e:370:7334",
+         "2001:db8:85a3::"),
         ("fe80::1ff:fe23:4567:890a%eth2", "fe80::1ff:fe23:4567:890a", "fe80::"),
         ("::ffff:192.0.2.128", "192.0.2.128", "192.0.2.0"),
         ("[::ffff:192.0.2.128]:80", "192.0.2.128", "192.0.2.0"),
@@ -130,7 +131,8 @@ def assert_hidden(raw: str, client: Client, masker: IPMasker, v4: int, v6: int) 
     net = network_of(raw, v4, v6)
     assert ipaddress.ip_address(masked) in net  # same network
     assert masker.mask(masked) == masked  # idempotent
-    if (ipaddress.ip_address(masked) == net.network_address and net.prefixlen == net.max_prefixlen) \
+    full = net.prefixlen == net.max_prefixlen
+    if (ipaddress.ip_address(masked) == net.network_address and full) \
             or masked in textual_forms(raw):
         return  # host bits already zero: the masked form *is* the network address
     forms = textual_forms(raw)
@@ -178,8 +180,8 @@ def test_ipv6_with_port_zone_and_expanded(raw: str, port: int, zone_id: str, v6:
     in_field=st.booleans(),
 )
 def test_forwarded_for_chains(chain: list[str], trusted_mask: list[bool], in_field: bool) -> None:
-    trusted = [f"{a}/{32 if ':' not in a else 128}" for a, t in zip(chain, trusted_mask, strict=False)
-               if t]
+    trusted = [f"{a}/{32 if ':' not in a else 128}"
+               for a, t in zip(chain, trusted_mask, strict=False) if t]
     masker = IPMasker(24, 48, trusted)
     is_trusted = [ipaddress.ip_address(a) in {ipaddress.ip_network(t).network_address
                                               for t in trusted} for a in chain]

@@ -10,7 +10,8 @@ U = UrlScrubber(extra_params=["customer_ref"])
 
 SECRETS = {
     "email": "jane.doe+news@example.org",
-    "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpM",
+    "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0"
+           ".SflKxwRJSMeKKF2QT4fwpM",
     "hex": "9f86d081884c7d659a2feaa0c55ad015",
     "base64": "dGhpcyBpcyBhIHNlY3JldCB0b2tlbg2Xy9Qz",
     "card": "4111 1111 1111 1111",

@@ -48,7 +48,8 @@ CASES: dict[str, list[Expected]] = {
     # vhost_combined
     "beats_apache_access_test_test-vhost.log": [
         (1, "123.123.123.123", "2019-07-04T07:20:46", "GET", "/", 200, 32953, None,
-         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/75.0.  3770"),
+         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+         "Chrome/75.0.  3770"),
     ],
     # nginx combined
     "beats_nginx_access_test_access.log": [
@@ -285,7 +286,8 @@ def test_fields(name: str) -> None:
         if agent is None:
             assert rec["user_agent"] is None, (name, line)
         else:
-            assert rec["user_agent"] is not None and rec["user_agent"].startswith(agent), (name, line)
+            ua = rec["user_agent"]
+            assert ua is not None and ua.startswith(agent), (name, line)
 
 
 def all_corpus_logs() -> list[str]:

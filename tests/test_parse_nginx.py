@@ -1,4 +1,4 @@
-"""Custom formats: a real nginx writes lines with a user's log_format; they parse field for field."""
+"""Custom formats: real nginx writes lines with a user's log_format; they parse field for field."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_nginx_log_format_round_trip(nginx: tuple[int, Path]) -> None:
 def test_compile_nginx_and_apache_formats() -> None:
     p = compile_format('$remote_addr - $remote_user [$time_local] "$request" $status '
                        '$body_bytes_sent "$http_referer" "$http_user_agent" $request_time')
-    (n, rec), = parse_lines(['10.1.2.3 - bob [10/Oct/2000:13:55:36 -0700] "GET /a?b=1 HTTP/1.0" '
+    (_, rec), = parse_lines(['10.1.2.3 - bob [10/Oct/2000:13:55:36 -0700] "GET /a?b=1 HTTP/1.0" '
                              '200 2326 "http://r.example/" "UA/1.0" 0.250'], p)
     assert isinstance(rec, dict)
     assert rec["time"] == 971211336.0
