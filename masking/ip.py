@@ -24,6 +24,7 @@ __all__ = [
     "AddressError",
     "Client",
     "IPMasker",
+    "validate_field",
     "weaker_than_default",
 ]
 
@@ -211,6 +212,14 @@ class IPMasker:
         return Client(chosen[0], self._mask(chosen[1]), None, chain)
 
 
+def validate_field(field: str | None, forwarded_for: str | None = None) -> None:
+    """Raise AddressError unless ``IPMasker.client`` would accept the field (fast, cached)."""
+    if not forwarded_for and field and "," not in field:
+        _parse_entry(field.strip().strip('"').strip())
+        return
+    _VALIDATOR.client(field, forwarded_for)
+
+
 def _split_chain(text: str) -> list[str]:
     return [p.strip().strip('"').strip() for p in text.split(",") if p.strip().strip('"').strip()]
 
@@ -270,6 +279,9 @@ def _parse_entry(text: str) -> tuple[str, bytes] | str:
     if colons <= 1 and _HOSTNAME.match(host) and not _looks_numeric(host):
         return "hostname"
     raise AddressError("client field is not an IP address, unix socket or hostname")
+
+
+_VALIDATOR = IPMasker()
 
 
 def _looks_numeric(host: str) -> bool:

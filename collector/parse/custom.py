@@ -13,7 +13,7 @@ from collector.parse.lines import JsonLineParser, LineParser
 
 __all__ = ["compile_format"]
 
-_QUOTED = r'(?:[^"\\]|\\.)*'
+_QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'
 
 # nginx variable → (canonical group name, regex when not inside quotes)
 _NGINX_VARS: dict[str, tuple[str | None, str]] = {

@@ -7,7 +7,7 @@ from typing import Any
 
 from collector.parse.errors import ParseError
 from collector.parse.timeparse import any_time, clf_time, epoch_time, iso_time
-from masking.ip import AddressError, Client, IPMasker
+from masking.ip import AddressError, validate_field
 
 __all__ = [
     "build_record",
@@ -26,7 +26,6 @@ _SESSION_COOKIE = re.compile(
     r"[\w-]*sess(?:ion)?[\w-]*)=([^;,\s]+)",
     re.I,
 )
-_CHECKER = IPMasker()
 
 
 def none_if_dash(value: str | None) -> str | None:
@@ -73,10 +72,10 @@ def cookie_session(cookie: str | None) -> str | None:
     return m.group(2) if m else None
 
 
-def check_client(field: str | None, forwarded_for: str | None = None) -> Client:
+def check_client(field: str | None, forwarded_for: str | None = None) -> None:
     """Validate the client field (raises ParseError with a reason, never the address)."""
     try:
-        return _CHECKER.client(field, forwarded_for)
+        validate_field(field, forwarded_for)
     except AddressError as err:
         raise ParseError(str(err)) from None
 
@@ -111,7 +110,7 @@ def build_record(g: dict[str, Any]) -> dict[str, Any]:
     t: float | None = None
     for key in _TIME_FIELDS:
         value = g.get(key)
-        if value is None or value == "" or value == "-":
+        if not value or value == "-":
             continue
         try:
             if key == "time_clf":

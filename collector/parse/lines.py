@@ -13,7 +13,7 @@ from collector.parse.fields import build_record, check_client, none_if_dash
 __all__ = ["JsonLineParser", "LineParser", "RegexParser", "W3CParser", "diagnose"]
 
 Record = dict[str, Any]
-_Q = r'"((?:[^"\\]|\\.)*)"'  # a quoted field with backslash escapes
+_Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field with backslash escapes
 
 
 class LineParser:
