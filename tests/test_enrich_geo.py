@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.enrich.defaults import find_default_database
 from collector.enrich.geo import GEO_FIELDS, GeoEnricher
@@ -438,3 +440,16 @@ async def test_watch_picks_up_a_replaced_file(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert g.lookup(None, "81.2.69.142")["city"] == "LONDON"
+
+
+# --------------------------------------------------------------------------- never raises
+
+
+@given(st.one_of(st.none(), st.text(max_size=60), st.ip_addresses().map(str)))
+@settings(max_examples=300, deadline=None)
+def test_lookup_never_raises(text: str | None) -> None:
+    r = _PROPERTY_GEO.lookup(text, text)
+    assert set(r) == set(GEO_FIELDS)
+
+
+_PROPERTY_GEO = GeoEnricher(full_settings(geo_from="full"))

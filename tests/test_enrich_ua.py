@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import user_agents
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.enrich.bots import CrawlerMatcher, load_patterns
 from collector.enrich.ua import UA_FIELDS, UAEnricher, build_user_agent
@@ -183,3 +185,14 @@ def test_corpus_real_log_agents_parse(enricher: UAEnricher) -> None:
             assert r["device_type"] in DEVICE_TYPES | {None}
             seen += 1
     assert seen > 1900
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_never_raises_on_any_text(text: str) -> None:
+    r = _PROPERTY_UA(text)
+    assert set(r) == set(UA_FIELDS)
+    assert r["device_type"] in DEVICE_TYPES | {None}
+
+
+_PROPERTY_UA = UAEnricher(cache_size=128)

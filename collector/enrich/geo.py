@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import ipaddress
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -253,7 +252,7 @@ class GeoEnricher:
                         source=f"{default.package} {default.version}: {default.licence}",
                         default=default,
                     )
-        except ValueError:
+        except Exception:  # close what was opened, then report
             for db in dbs.values():
                 db.reader.close()
             raise
@@ -287,7 +286,7 @@ class GeoEnricher:
             return dict(_EMPTY)
         try:
             return dict(gen.cached(address))
-        except ValueError:  # not an IP address (hostname, unix:, garbage)
+        except (ValueError, TypeError):  # not an IP address (hostname, unix:, NUL, garbage)
             return dict(_EMPTY)
 
     def lookup_generation(
@@ -300,7 +299,7 @@ class GeoEnricher:
             return gen.number, dict(_EMPTY)
         try:
             return gen.number, dict(gen.cached(address))
-        except ValueError:
+        except (ValueError, TypeError):
             return gen.number, dict(_EMPTY)
 
     def cache_info(self) -> dict[str, int]:
@@ -415,9 +414,3 @@ class GeoEnricher:
 def _iso(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).date().isoformat()
 
-
-def network_key(address: str, v4_bits: int = 24, v6_bits: int = 48) -> str:
-    """The truncated form of ``address`` (for callers without the masking package)."""
-    ip = ipaddress.ip_address(address)
-    bits = v4_bits if ip.version == 4 else v6_bits
-    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False).network_address)
