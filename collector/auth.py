@@ -57,8 +57,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     route_handler = match.handler if match.route is not None else handler
     role = role_of(route_handler)
     if role is None:
-        if isinstance(match, web.MatchInfoError) or match.http_exception is not None:
-            return await handler(request)
+        if getattr(match, "http_exception", None) is not None:
+            return await handler(request)  # 404/405: let aiohttp answer
         raise web.HTTPForbidden(text="route declares no role")
     if role == PUBLIC:
         return await handler(request)

@@ -48,7 +48,8 @@ class KeyRing:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        data = {"keys": [{"period": k.period, "secret": k.secret.hex()} for k in self._keys.values()]}
+        keys = [{"period": k.period, "secret": k.secret.hex()} for k in self._keys.values()]
+        data = {"keys": keys}
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(orjson.dumps(data))

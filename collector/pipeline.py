@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -141,9 +140,9 @@ class Shape:
 
     def __call__(self, rec: Record) -> Record:
         out = {f: rec.get(f) for f in self.fields}
-        for f in ("method", "host", "protocol"):
-            if out[f] == "" or out[f] == "-":
-                out[f] = None
+        for f, v in out.items():
+            if v == "" or (v == "-" and f in ("method", "host", "protocol")):
+                out[f] = None  # unknown is null, never an empty-string guess
         out["dnt"] = bool(rec.get("dnt") or rec.get("gpc")) or None
         out["source"] = rec.get("_source") or self.source
         out["session_key"] = rec["session_key"]

@@ -23,8 +23,8 @@ from typing import Any
 
 __all__ = [
     "Secret",
-    "SettingsError",
     "Settings",
+    "SettingsError",
     "load_settings",
     "parse_duration",
     "parse_size",
@@ -113,7 +113,7 @@ def _opt(default: Any, doc: str, kind: str = "", **extra: Any) -> Any:
 class ServerSettings:
     listen: str = _opt("127.0.0.1:8780", "HOST:PORT the HTTP API listens on.", "addr")
     data_dir: Path = _opt(Path("lethelog-data"), "Directory for the store, keys and logs.", "path")
-    log_level: str = _opt("info", "Level of the service's own JSON log: debug, info, warning, error.",
+    log_level: str = _opt("info", "Level of the service's own log: debug, info, warning, error.",
                           "choice", choices=("debug", "info", "warning", "error"))
     shutdown_timeout: float = _opt(10.0, "How long shutdown waits to drain and commit.", "duration")
     tls_cert: Path | None = _opt(None, "PEM certificate; with tls_key, serve HTTPS.", "path")
@@ -131,7 +131,8 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class SessionsSettings:
-    idle_timeout: float = _opt(1800.0, "A session ends after this long without a record.", "duration",
+    idle_timeout: float = _opt(1800.0, "A session ends after this long without a record.",
+                               "duration",
                                min=0.001)
     sweep_interval: float = _opt(1.0, "How often ended sessions are looked for and deleted.",
                                  "duration", min=0.01)
@@ -173,7 +174,7 @@ class EnrichSettings:
                               min=0)
     geo_cache_size: int = _opt(65536, "Masked networks remembered by the GeoIP cache.", "int",
                                min=0)
-    geo_from: str = _opt("masked", "Address geolocated: masked (truncated) or full (in memory only).",
+    geo_from: str = _opt("masked", "Address geolocated: masked or full (in memory only).",
                          "choice", choices=("masked", "full"))
     geo_precision: str = _opt("city", "Finest location kept: country, region or city.", "choice",
                               choices=("country", "region", "city"))
@@ -181,7 +182,7 @@ class EnrichSettings:
                             "bool")
     max_db_age: float = _opt(400 * 86400.0, "A GeoIP database older than this is reported stale.",
                              "duration")
-    reload_interval: float = _opt(60.0, "How often GeoIP files are checked for replacement (0: off).",
+    reload_interval: float = _opt(60.0, "How often GeoIP files are checked for change (0: off).",
                                   "duration")
 
 
@@ -270,7 +271,8 @@ def _convert(kind: str, raw: Any, meta: Mapping[str, Any], from_env: bool) -> An
                 try:
                     ipaddress.ip_network(item, strict=False)
                 except ValueError:
-                    raise ValueError(f"expected CIDR networks like 10.0.0.0/8, got {item!r}") from None
+                    raise ValueError(
+                        f"expected CIDR networks like 10.0.0.0/8, got {item!r}") from None
         value = list(raw)
     elif kind == "addr":
         if not isinstance(raw, str):

@@ -40,7 +40,7 @@ class ServiceProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LETHELOG_")}
         full_env.update(env or {})
         full_env["PYTHONPATH"] = str(ROOT)
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collector", "serve", "--listen", f"127.0.0.1:{self.port}",
              "--data-dir", str(data_dir), *args],
@@ -77,16 +77,28 @@ def ip_pattern(ip: str) -> re.Pattern[bytes]:
     return re.compile(rb"(?<![0-9.])" + re.escape(ip.encode()) + rb"(?![0-9])")
 
 
+_V4 = re.compile(rb"(?<![0-9.])\d{1,3}(?:\.\d{1,3}){3}(?![0-9])")
+
+
 def files_containing(paths: Iterable[Path], needles: Iterable[str]) -> dict[str, list[str]]:
-    """For each needle (an address or marker), the files whose raw bytes contain it."""
-    blobs = {}
+    """For each needle (an address or marker), the files whose raw bytes contain it.
+
+    IPv4 needles match whole addresses only (``1.2.3.4`` does not match ``1.2.3.45``); every
+    dotted quad of a file is collected once, so thousands of needles cost one pass a file.
+    Other needles (IPv6 addresses, markers) are plain byte searches.
+    """
+    blobs: dict[str, bytes] = {}
     for p in paths:
         if p.is_file():
             blobs[str(p)] = p.read_bytes()
+    quads = {name: {m.decode() for m in _V4.findall(blob)} for name, blob in blobs.items()}
     hits: dict[str, list[str]] = {}
     for needle in needles:
-        pat = ip_pattern(needle)
-        found = [name for name, blob in blobs.items() if pat.search(blob)]
+        if _V4.fullmatch(needle.encode()):
+            found = [name for name in blobs if needle in quads[name]]
+        else:
+            raw = needle.encode()
+            found = [name for name, blob in blobs.items() if raw in blob]
         if found:
             hits[needle] = found
     return hits

@@ -245,13 +245,13 @@ class SQLiteStore(Store):
                 touched.pop(touch.ended.sid, None)
             touched[s.sid] = s
             rows.append((s.sid, *(_col(rec, c) for c in COLUMNS)))
-        deleted = self._delete_sessions(conn, ended)
         conn.executemany(_INSERT, rows)
+        self._records += len(rows)
+        deleted = self._delete_sessions(conn, ended)
         conn.executemany(_UPSERT_SESSION, [
             (s.sid, s.id, s.key, s.source, s.site, s.first_log, s.last_log, s.last_wall, s.records)
             for s in touched.values() if s.sid in self.table.by_sid
         ])
-        self._records += len(rows)
         self.metrics.inc("lethelog_sessions_started_total", started)
         self._count_ended(len(ended), deleted)
         return WriteResult(stored=len(rows), sessions_ended=len(ended), records_deleted=deleted)
@@ -334,15 +334,15 @@ class SQLiteStore(Store):
     async def write(self, records: list[Record]) -> WriteResult:
         if not records:
             return WriteResult()
-        return await asyncio.shield(self._submit("write", records, bounded=True))  # type: ignore[no-any-return]
+        return await asyncio.shield(self._submit("write", records, bounded=True))
 
     async def sweep(self, now: float) -> SweepResult:
-        return await self._submit("sweep", now, bounded=False)  # type: ignore[no-any-return]
+        return await self._submit("sweep", now, bounded=False)
 
     async def erase(self, session_ids: list[str] | None = None, keys: list[str] | None = None
                     ) -> SweepResult:
         payload = (list(session_ids or []), list(keys or []))
-        return await self._submit("erase", payload, bounded=False)  # type: ignore[no-any-return]
+        return await self._submit("erase", payload, bounded=False)
 
     async def read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn(conn)`` on a read-only connection in the reader pool."""
@@ -370,7 +370,7 @@ class SQLiteStore(Store):
         def fetch(conn: sqlite3.Connection) -> list[Record]:
             return [row_to_record(row) for row in conn.execute(sql, args)]
 
-        return await self.read(fetch)  # type: ignore[no-any-return]
+        return await self.read(fetch)
 
     async def stats(self) -> StoreStats:
         return StoreStats(records=self._records, sessions=len(self.table),
