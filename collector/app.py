@@ -16,7 +16,7 @@ from aiohttp import web
 
 from collector.api import ops, records
 from collector.appkeys import GEO, KEYRING, METRICS, PIPELINE, SETTINGS, STARTED, STORE, UA
-from collector.auth import auth_middleware
+from collector.auth import TOKENS, TokenBook, auth_middleware
 from collector.enrich.geo import GeoEnricher
 from collector.enrich.ua import UAEnricher
 from collector.keys import KeyRing
@@ -102,6 +102,10 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[STARTED] = time.time()
+    app[TOKENS] = TokenBook(settings.tokens)
+    if app[TOKENS].open:
+        log.warning("no_tokens_configured", listen=settings.server.listen,
+                    detail="no [[tokens]]: loopback only, every local caller holds every role")
     app.cleanup_ctx.extend([keys_ctx, store_ctx, enrich_ctx, pipeline_ctx, sweeper_ctx])
     app.router.add_post("/v1/logs", http.post_logs)
     app.router.add_get("/v1/records", records.get_records)

@@ -1,21 +1,33 @@
 """Who is calling, and what they may do. Every route declares its role with ``@requires``.
 
-Without configured tokens the service binds loopback only and every local caller holds every
-role (start-up says so). Token authentication (``[[tokens]]``) plugs in at ``authenticate``.
+Tokens (``[[tokens]]``) travel as ``Authorization: Bearer <token>``; only their SHA-256 is
+configured, and a presented token is compared against every configured hash in constant time.
+A token may be limited to networks (CIDR allowlist) and to sites. Without configured tokens the
+service binds loopback only and every local caller holds every role (start-up says so loudly).
+Failed attempts are logged with the caller's address masked, never the token.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
+import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiohttp import web
 
-ROLES = ("shipper", "sre", "security", "admin")
-PUBLIC = "public"
+from collector.log import masked_peer
+from collector.settings import ROLES, TokenSpec
 
+PUBLIC = "public"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = structlog.get_logger("lethelog.auth")
+
+TOKEN_PREFIX = "lethelog_"
 
 
 @dataclass(frozen=True)
@@ -23,11 +35,62 @@ class Principal:
     name: str
     roles: frozenset[str]
     sites: frozenset[str] | None = None  # None: every site
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def can_see(self, site: str) -> bool:
+        return self.sites is None or site in self.sites
 
 
 LOCAL = Principal("local", frozenset(ROLES))
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh token and its SHA-256 (what goes into the configuration)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenBook:
+    """The configured tokens, ready for constant-time checks."""
+
+    def __init__(self, specs: tuple[TokenSpec, ...]) -> None:
+        self.specs = specs
+        self._digests = [bytes.fromhex(t.sha256) for t in specs]
+        self._nets = [[ipaddress.ip_network(n, strict=False) for n in t.networks] for t in specs]
+
+    @property
+    def open(self) -> bool:
+        """No tokens configured: loopback-only service, every caller holds every role."""
+        return not self.specs
+
+    def check(self, token: str | None, peer: str | None) -> tuple[Principal | None, str]:
+        """(principal, "") on success, else (None, reason)."""
+        if self.open:
+            return LOCAL, ""
+        if not token:
+            return None, "missing token"
+        digest = hashlib.sha256(token.encode()).digest()
+        match = -1
+        for i, known in enumerate(self._digests):  # visit all: timing says nothing
+            if hmac.compare_digest(digest, known):
+                match = i
+        if match < 0:
+            return None, "unknown token"
+        spec, nets = self.specs[match], self._nets[match]
+        if nets:
+            try:
+                addr = ipaddress.ip_address((peer or "").split("%")[0])
+            except ValueError:
+                return None, f"token {spec.name}: caller address unknown"
+            if addr.version == 6 and addr.ipv4_mapped is not None:  # type: ignore[union-attr]
+                addr = addr.ipv4_mapped  # type: ignore[union-attr]
+            if not any(addr in n for n in nets):
+                return None, f"token {spec.name}: caller network not allowed"
+        sites = frozenset(spec.sites) if spec.sites is not None else None
+        return Principal(spec.name, frozenset(spec.roles), sites), ""
+
+
+TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
 
 
 def requires(role: str) -> Callable[[Handler], Handler]:
@@ -46,26 +109,41 @@ def role_of(handler: Any) -> str | None:
     return getattr(handler, "__lethelog_role__", None)
 
 
-def authenticate(request: web.Request) -> Principal | None:
-    """The caller's principal, or None when the credentials are missing or wrong."""
-    return LOCAL
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def authenticate(request: web.Request, token: str | None = None) -> tuple[Principal | None, str]:
+    book = request.app[TOKENS]
+    return book.check(token if token is not None else bearer(request), request.remote)
+
+
+def _deny(request: web.Request, status: int, reason: str) -> web.Response:
+    log.warning("auth_refused", path=request.rel_url.path, status=status, reason=reason,
+                peer=masked_peer(request))
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return web.json_response({"error": reason}, status=status, headers=headers)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     match = request.match_info
-    route_handler = match.handler if match.route is not None else handler
-    role = role_of(route_handler)
+    if getattr(match, "http_exception", None) is not None:
+        return await handler(request)  # 404/405: let aiohttp answer
+    role = role_of(match.handler)
     if role is None:
-        if getattr(match, "http_exception", None) is not None:
-            return await handler(request)  # 404/405: let aiohttp answer
-        raise web.HTTPForbidden(text="route declares no role")
+        return _deny(request, 403, "route declares no role")
     if role == PUBLIC:
         return await handler(request)
-    principal = authenticate(request)
+    principal, reason = authenticate(request)
     if principal is None:
-        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"})
+        status = 403 if "network" in reason else 401
+        return _deny(request, status, reason)
     if role not in principal.roles:
-        raise web.HTTPForbidden(text=f"role {role} required")
+        return _deny(request, 403, f"token {principal.name}: role {role} required")
     request[PRINCIPAL] = principal
     return await handler(request)

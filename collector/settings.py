@@ -195,6 +195,20 @@ class IngestSettings:
     queue_size: int = _opt(64, "Batches waiting for the store writer before 503.", "int", min=1)
 
 
+ROLES = ("shipper", "sre", "security", "admin")
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One ``[[tokens]]`` entry: a named credential, stored as its SHA-256 only."""
+
+    name: str
+    roles: tuple[str, ...]
+    sha256: str
+    networks: tuple[str, ...] = ()  # CIDR allowlist; empty = any network
+    sites: tuple[str, ...] | None = None  # None = every site
+
+
 @dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -203,6 +217,7 @@ class Settings:
     masking: MaskingSettings = field(default_factory=MaskingSettings)
     enrich: EnrichSettings = field(default_factory=EnrichSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    tokens: tuple[TokenSpec, ...] = ()
 
     @property
     def listen_host(self) -> str:
@@ -216,6 +231,7 @@ class Settings:
 SECTIONS: dict[str, type] = {
     f.name: f.type if isinstance(f.type, type) else globals()[str(f.type)]
     for f in dataclasses.fields(Settings)
+    if f.name not in ("tokens",)
 }
 
 
@@ -363,12 +379,68 @@ def load_settings(
                 where = "" if source == "config" else f" (from {source})"
                 raise SettingsError(f"{dotted}{where}: {exc}") from None
         built[section] = cls(**kwargs)
+    built["tokens"] = _read_tokens(doc.get("tokens", []))
     settings = Settings(**built)
     _cross_checks(settings)
     return settings
 
 
+def _read_tokens(raw: Any) -> tuple[TokenSpec, ...]:
+    if not isinstance(raw, list):
+        raise SettingsError("tokens: expected [[tokens]] entries")
+    out: list[TokenSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw, 1):
+        where = f"tokens[{i}]"
+        if not isinstance(entry, dict):
+            raise SettingsError(f"{where}: expected a table")
+        unknown = set(entry) - {"name", "roles", "sha256", "networks", "sites"}
+        if unknown:
+            raise SettingsError(f"{where}.{sorted(unknown)[0]}: unknown setting")
+        name = entry.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", name):
+            raise SettingsError(f"{where}.name: expected a name of letters, digits, _.@- "
+                                f"(1-64), got {name!r}")
+        if name in seen:
+            raise SettingsError(f"{where}.name: duplicate token name {name!r}")
+        seen.add(name)
+        where = f"tokens[{name}]"
+        roles = entry.get("roles")
+        if (not isinstance(roles, list) or not roles
+                or not all(isinstance(r, str) and r in ROLES for r in roles)):
+            raise SettingsError(f"{where}.roles: expected a non-empty list of "
+                                f"{', '.join(ROLES)}, got {roles!r}")
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise SettingsError(f"{where}.sha256: expected 64 lowercase hex digits "
+                                "(see `lethelog token new`)")
+        try:
+            networks = tuple(_convert("cidrs", entry.get("networks", []), {}, False))
+        except ValueError as exc:
+            raise SettingsError(f"{where}.networks: {exc}") from None
+        sites = entry.get("sites")
+        if sites is not None and (not isinstance(sites, list)
+                                  or not all(isinstance(x, str) for x in sites)):
+            raise SettingsError(f"{where}.sites: expected a list of site names")
+        out.append(TokenSpec(name, tuple(roles), digest, networks,
+                             tuple(sites) if sites is not None else None))
+    return tuple(out)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _cross_checks(s: Settings) -> None:
+    if not s.tokens and not is_loopback(s.listen_host):
+        raise SettingsError(
+            f"server.listen: refusing to bind {s.listen_host} without [[tokens]]: without tokens "
+            "every caller holds every role, so only loopback is allowed")
     if (s.server.tls_cert is None) != (s.server.tls_key is None):
         raise SettingsError("server.tls_cert: tls_cert and tls_key must be set together")
     for section, f in all_settings():
