@@ -82,8 +82,8 @@ class TokenBook:
                 addr = ipaddress.ip_address((peer or "").split("%")[0])
             except ValueError:
                 return None, f"token {spec.name}: caller address unknown"
-            if addr.version == 6 and addr.ipv4_mapped is not None:  # type: ignore[union-attr]
-                addr = addr.ipv4_mapped  # type: ignore[union-attr]
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                addr = addr.ipv4_mapped
             if not any(addr in n for n in nets):
                 return None, f"token {spec.name}: caller network not allowed"
         sites = frozenset(spec.sites) if spec.sites is not None else None
