@@ -1,0 +1,72 @@
+"""``lethelog settings``: every setting with its default, environment name and documentation."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from collector.cli import command
+from collector.settings import Settings, all_settings, env_name
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Path):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def _display(kind: str, value: Any) -> str:
+    if kind == "duration" and isinstance(value, float):
+        for unit, secs in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            if value >= secs and value % secs == 0:
+                return f'"{int(value // secs)}{unit}"'
+        return f'"{int(value * 1000)}ms"'
+    if kind == "size" and isinstance(value, int):
+        for unit, n in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if value >= n and value % n == 0:
+                return f'"{value // n}{unit}"'
+    return _show(value)
+
+
+def settings_table() -> str:
+    """The Markdown table in the README between the settings-table markers."""
+    defaults = Settings()
+    rows = ["| setting | default | environment | meaning |", "|---|---|---|---|"]
+    for section, f in all_settings():
+        value = getattr(getattr(defaults, section), f.name)
+        kind = f.metadata.get("kind", "")
+        rows.append(f"| `{section}.{f.name}` | `{_display(kind, value)}` | "
+                    f"`{env_name(section, f.name)}` | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def readme_with_table(readme: str) -> str:
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{settings_table()}\n{END}{tail}"
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--write-readme", metavar="README", help="rewrite the table in this README")
+
+
+@command("settings", "list every setting with its default and meaning", _args)
+def run(ns: argparse.Namespace) -> int:
+    if ns.write_readme:
+        path = Path(ns.write_readme)
+        path.write_text(readme_with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+        return 0
+    print(settings_table())
+    return 0
