@@ -25,6 +25,7 @@ from collector.keys import KeyRing
 from collector.parse import ParseError
 from collector.record import STORED_FIELDS, Record, RecordError
 from collector.settings import Settings
+from masking.consent import consent_flags
 from masking.ip import AddressError, IPMasker
 from masking.language import parse_accept_language
 from masking.session import session_key
@@ -55,20 +56,83 @@ class CheckTime:
         return rec
 
 
+class ResolveSite:
+    """Which customer site a record belongs to: from its host, else the shipper's only site.
+
+    A shipper token limited to sites may write only to those; a record whose host belongs to
+    another site is rejected. Records of no configured site go to ``tenancy.default_site`` or are
+    rejected (``tenancy.unknown_host = "reject"``).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.sites = settings.sites
+        self.default = settings.tenancy.default_site
+        self.reject_unknown = settings.tenancy.unknown_host == "reject"
+
+    def __call__(self, rec: Record) -> Record:
+        allowed: frozenset[str] | None = rec.get("_allowed_sites")
+        host = rec.get("host")
+        site = None
+        if host and self.sites:
+            name = str(host).split(":")[0] if not str(host).startswith("[") else str(host)
+            site = next((s.name for s in self.sites if s.matches(name)), None)
+        if site is None:
+            if host and self.reject_unknown and self.sites:
+                raise RecordError("host matches no configured site (tenancy.unknown_host = "
+                                  "reject)")
+            if allowed is not None and len(allowed) == 1:
+                site = next(iter(allowed))
+            elif self.reject_unknown and self.sites:
+                raise RecordError("record has no host and the token holds several sites "
+                                  "(tenancy.unknown_host = reject)")
+            else:
+                site = self.default
+        if allowed is not None and site not in allowed:
+            raise RecordError(f"record for site {site!r} but this token may write only to "
+                              f"{', '.join(sorted(allowed))}")
+        rec["site"] = site
+        return rec
+
+
+class Consent:
+    """DNT: 1 / Sec-GPC: 1 honoured by the site's policy: count in aggregates only, or drop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, rec: Record) -> Record | None:
+        dnt, gpc = consent_flags(rec.get("dnt"), rec.get("gpc"))
+        if not (dnt or gpc):
+            rec["dnt"] = None
+            return rec
+        rec["dnt"] = True
+        if self.settings.for_site(rec["site"], "consent") == "drop":
+            return None
+        rec["aggregate_only"] = True
+        return rec
+
+
 class MaskClient:
     """Truncate the client address and derive the pseudonymous session key from the full one."""
 
-    def __init__(self, masker: IPMasker, keyring: KeyRing, hint_fields: Iterable[str]) -> None:
-        self.masker = masker
+    def __init__(self, settings: Settings, keyring: KeyRing) -> None:
+        m = settings.masking
+        self.maskers = {
+            site.name: IPMasker(settings.for_site(site.name, "ipv4_keep_bits"),
+                                settings.for_site(site.name, "ipv6_keep_bits"), m.trusted_proxies)
+            for site in settings.sites
+        }
+        self.default = IPMasker(m.ipv4_keep_bits, m.ipv6_keep_bits, m.trusted_proxies)
         self.keyring = keyring
-        self.hint_fields = tuple(hint_fields)
+        self.hint_fields = tuple(settings.sessions.hint_fields)
 
     def __call__(self, rec: Record) -> Record:
         raw = rec.get("client")
         if raw is None or raw == "":
             raise RecordError("missing client address")
+        masker = self.maskers.get(rec.get("site") or "", self.default)
         try:
-            client = self.masker.client(str(raw), rec.get("forwarded_for"))
+            client = masker.client(str(raw), rec.get("forwarded_for"))
         except AddressError as exc:
             raise RecordError(str(exc)) from None
         rec["ip"] = client.masked
@@ -81,8 +145,7 @@ class MaskClient:
             if value:
                 hint = str(value)
                 break
-        site = rec.get("site") or "default"
-        rec["site"] = site
+        site = rec["site"]
         rec["session_key"] = session_key(
             self.keyring.current().secret, site, client.ip or client.reason or "",
             rec.get("user_agent"), hint,
@@ -143,20 +206,21 @@ class Shape:
         for f, v in out.items():
             if v == "" or (v == "-" and f in ("method", "host", "protocol")):
                 out[f] = None  # unknown is null, never an empty-string guess
-        out["dnt"] = bool(rec.get("dnt") or rec.get("gpc")) or None
         out["source"] = rec.get("_source") or self.source
         out["session_key"] = rec["session_key"]
+        if rec.get("aggregate_only"):
+            out["aggregate_only"] = True  # counted in aggregates, never stored as a record
         return out
 
 
 def build_steps(settings: Settings, keyring: KeyRing, geo: GeoEnricher, ua: UAEnricher,
                 source: str) -> list[Step]:
-    m = settings.masking
     return [
         CheckTime(settings.sessions.max_clock_skew),
-        MaskClient(IPMasker(m.ipv4_keep_bits, m.ipv6_keep_bits, m.trusted_proxies), keyring,
-                   settings.sessions.hint_fields),
-        ScrubUrl(UrlScrubber(m.secret_params)),
+        ResolveSite(settings),
+        Consent(settings),
+        MaskClient(settings, keyring),
+        ScrubUrl(UrlScrubber(settings.masking.secret_params)),
         EnrichGeo(geo),
         EnrichAgent(ua),
         Language(),
@@ -190,7 +254,10 @@ class Pipeline:
         return rec
 
     def process(self, items: Iterable[tuple[int, Record | ParseError | RecordError]],
-                source: str | None = None) -> BatchResult:
+                source: str | None = None, sites: frozenset[str] | None = None
+                ) -> BatchResult:
+        """Run numbered items through the chain for one shipper (``source``), which may write
+        only to ``sites`` (None: any site)."""
         result = BatchResult()
         for line, item in items:
             if isinstance(item, ParseError | RecordError):
@@ -198,6 +265,7 @@ class Pipeline:
                 continue
             if source is not None:
                 item["_source"] = source
+            item["_allowed_sites"] = sites
             try:
                 out = self.run(item)
             except (RecordError, ParseError) as exc:

@@ -43,6 +43,7 @@ class SessionTable:
     """Open sessions by key, with deadline heaps so expiry costs O(ended · log n)."""
 
     idle_timeout: float
+    site_timeouts: dict[str, float] = field(default_factory=dict)  # stricter per-site values
     next_sid: int = 1
     by_key: dict[str, Session] = field(default_factory=dict)
     by_sid: dict[int, Session] = field(default_factory=dict)
@@ -56,8 +57,8 @@ class SessionTable:
         return len(self.by_sid)
 
     def timeout_for(self, session: Session) -> float:
-        """Idle timeout of one session (per-site overrides hook in here)."""
-        return self.idle_timeout
+        """Idle timeout of one session: its site's, else the global one."""
+        return self.site_timeouts.get(session.site, self.idle_timeout)
 
     def restore(self, session: Session) -> None:
         """Re-register a session read back from durable storage at start-up."""
@@ -80,7 +81,7 @@ class SessionTable:
         """Attach a record stamped ``t`` (arriving at ``wall``) to its session."""
         s = self.by_key.get(key)
         ended: Session | None = None
-        if s is not None and t - s.last_log > self.timeout_for(s):
+        if s is not None and (t - s.last_log > self.timeout_for(s) or s.site != site):
             ended = self._forget(s)
             s = None
         if s is None:

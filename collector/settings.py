@@ -157,6 +157,8 @@ class MaskingSettings:
                                       "cidrs")
     secret_params: list[str] = _opt([], "Extra query-parameter names whose values are scrubbed.",
                                     "list")
+    consent: str = _opt("aggregate", "DNT / Sec-GPC requests: aggregate (count only) or drop.",
+                        "choice", choices=("aggregate", "drop"))
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,44 @@ class IngestSettings:
     queue_size: int = _opt(64, "Batches waiting for the store writer before 503.", "int", min=1)
 
 
+@dataclass(frozen=True)
+class TenancySettings:
+    default_site: str = _opt("default", "Site of records whose host matches no [[sites]] entry.",
+                             "str")
+    unknown_host: str = _opt("default", "Records of no configured site: default (keep) or reject.",
+                             "choice", choices=("default", "reject"))
+
+
 ROLES = ("shipper", "sre", "security", "admin")
+
+# Per-site settings: (section, key) of the global setting, and which direction is stricter.
+SITE_OVERRIDES: dict[str, tuple[str, str, str]] = {
+    "idle_timeout": ("sessions", "idle_timeout", "lower"),
+    "ipv4_keep_bits": ("masking", "ipv4_keep_bits", "lower"),
+    "ipv6_keep_bits": ("masking", "ipv6_keep_bits", "lower"),
+    "consent": ("masking", "consent", "drop"),
+    "retention": ("aggregates", "retention", "lower"),
+    "k_anonymity": ("aggregates", "k_anonymity", "higher"),
+}
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One ``[[sites]]`` entry: a customer site, its hosts, and settings stricter than global."""
+
+    name: str
+    hosts: tuple[str, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def matches(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        for pattern in self.hosts:
+            if pattern.startswith("*."):
+                if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                    return True
+            elif host == pattern:
+                return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -217,7 +256,20 @@ class Settings:
     masking: MaskingSettings = field(default_factory=MaskingSettings)
     enrich: EnrichSettings = field(default_factory=EnrichSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    tenancy: TenancySettings = field(default_factory=TenancySettings)
     tokens: tuple[TokenSpec, ...] = ()
+    sites: tuple[SiteSpec, ...] = ()
+
+    def site(self, name: str) -> SiteSpec | None:
+        return next((s for s in self.sites if s.name == name), None)
+
+    def for_site(self, site: str, key: str) -> Any:
+        """A per-site setting (``SITE_OVERRIDES`` key): the site's value, else the global one."""
+        spec = self.site(site)
+        if spec is not None and key in spec.overrides:
+            return spec.overrides[key]
+        section, name, _ = SITE_OVERRIDES[key]
+        return getattr(getattr(self, section), name)
 
     @property
     def listen_host(self) -> str:
@@ -231,7 +283,7 @@ class Settings:
 SECTIONS: dict[str, type] = {
     f.name: f.type if isinstance(f.type, type) else globals()[str(f.type)]
     for f in dataclasses.fields(Settings)
-    if f.name not in ("tokens",)
+    if f.name not in ("tokens", "sites")
 }
 
 
@@ -380,9 +432,55 @@ def load_settings(
                 raise SettingsError(f"{dotted}{where}: {exc}") from None
         built[section] = cls(**kwargs)
     built["tokens"] = _read_tokens(doc.get("tokens", []))
+    built["sites"] = _read_sites(doc.get("sites", []), built)
     settings = Settings(**built)
     _cross_checks(settings)
     return settings
+
+
+def _read_sites(raw: Any, built: dict[str, Any]) -> tuple[SiteSpec, ...]:
+    if not isinstance(raw, list):
+        raise SettingsError("sites: expected [[sites]] entries")
+    out: list[SiteSpec] = []
+    for i, entry in enumerate(raw, 1):
+        where = f"sites[{i}]"
+        if not isinstance(entry, dict):
+            raise SettingsError(f"{where}: expected a table")
+        name = entry.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise SettingsError(f"{where}.name: expected a name of letters, digits, _.- (1-64), "
+                                f"got {name!r}")
+        if any(x.name == name for x in out):
+            raise SettingsError(f"{where}.name: duplicate site name {name!r}")
+        where = f"sites[{name}]"
+        hosts = entry.get("hosts", [])
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+            raise SettingsError(f"{where}.hosts: expected a list of host names or *.patterns")
+        overrides: dict[str, Any] = {}
+        for key, value in entry.items():
+            if key in ("name", "hosts"):
+                continue
+            if key not in SITE_OVERRIDES:
+                raise SettingsError(f"{where}.{key}: unknown per-site setting (known: "
+                                    f"{', '.join(SITE_OVERRIDES)})")
+            section, gkey, stricter = SITE_OVERRIDES[key]
+            global_section = built.get(section)
+            if global_section is None:
+                raise SettingsError(f"{where}.{key}: not available in this build")
+            gfield = next(f for f in dataclasses.fields(global_section) if f.name == gkey)
+            try:
+                v = _convert(gfield.metadata.get("kind", "str"), value, gfield.metadata, False)
+            except ValueError as exc:
+                raise SettingsError(f"{where}.{key}: {exc}") from None
+            g = getattr(global_section, gkey)
+            weaker = ((stricter == "lower" and v > g) or (stricter == "higher" and v < g)
+                      or (stricter == "drop" and g == "drop" and v != "drop"))
+            if weaker:
+                raise SettingsError(f"{where}.{key}: may only be stricter than the global "
+                                    f"{section}.{gkey} ({g!r}), got {v!r}")
+            overrides[key] = v
+        out.append(SiteSpec(name, tuple(h.lower() for h in hosts), overrides))
+    return tuple(out)
 
 
 def _read_tokens(raw: Any) -> tuple[TokenSpec, ...]:
@@ -437,6 +535,11 @@ def is_loopback(host: str) -> bool:
 
 
 def _cross_checks(s: Settings) -> None:
+    names = {x.name for x in s.sites} | {s.tenancy.default_site}
+    for t in s.tokens:
+        for site in t.sites or ():
+            if s.sites and site not in names:
+                raise SettingsError(f"tokens[{t.name}].sites: unknown site {site!r}")
     if not s.tokens and not is_loopback(s.listen_host):
         raise SettingsError(
             f"server.listen: refusing to bind {s.listen_host} without [[tokens]]: without tokens "

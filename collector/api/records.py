@@ -6,7 +6,7 @@ import orjson
 from aiohttp import web
 
 from collector.appkeys import STORE
-from collector.auth import requires
+from collector.auth import PRINCIPAL, requires
 
 MAX_LIMIT = 10_000_000
 
@@ -17,7 +17,8 @@ async def get_records(request: web.Request) -> web.StreamResponse:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise web.HTTPBadRequest(text=f"limit: expected an integer 1..{MAX_LIMIT}, got {raw!r}")
     session = request.query.get("session") or None
-    rows = await request.app[STORE].records(int(raw), session=session)
+    rows = await request.app[STORE].records(int(raw), session=session,
+                                            sites=request[PRINCIPAL].sites)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     buf: list[bytes] = []

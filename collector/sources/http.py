@@ -61,7 +61,7 @@ async def post_logs(request: web.Request) -> web.Response:
             chunk = list(islice(items, CHUNK))
             if not chunk:
                 break
-            part = pipeline.process(chunk, source=principal.name)
+            part = pipeline.process(chunk, source=principal.name, sites=principal.sites)
             result.records.extend(part.records)
             result.errors.extend(part.errors)
             result.dropped += part.dropped

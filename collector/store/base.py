@@ -55,8 +55,8 @@ class Store(ABC):
       old session and opens a new one.
     * ``sweep(now)`` ends every session idle on its source's log clock or on the wall clock and
       deletes its records for good (the bytes are overwritten, not just unlinked).
-    * ``records(limit)`` returns live records newest first, each with its public ``session`` id
-      and never its ``session_key``.
+    * ``records(limit, sites=...)`` returns live records newest first, each with its public
+      ``session`` id and never its ``session_key``, only of the given sites (tenant scope).
     * ``erase(session_ids=..., keys=...)`` ends the named sessions now and deletes their records.
     * Nothing raw reaches the store: callers pass masked, scrubbed records only.
     """
@@ -75,7 +75,9 @@ class Store(ABC):
     async def sweep(self, now: float) -> SweepResult: ...
 
     @abstractmethod
-    async def records(self, limit: int, session: str | None = None) -> list[Record]: ...
+    async def records(self, limit: int, session: str | None = None,
+                      sites: frozenset[str] | None = None) -> list[Record]:
+        """Live records newest first; ``sites`` (None: all) limits them in the query itself."""
 
     @abstractmethod
     async def erase(

@@ -89,7 +89,7 @@ class SQLiteStore(Store):
         self.settings = settings
         self.metrics = metrics
         self.path = Path(settings.server.data_dir) / "lethelog.db"
-        self.table = SessionTable(settings.sessions.idle_timeout)
+        self.table = self._new_table()
         self._queue: queue.Queue[tuple[str, Any, asyncio.Future[Any]] | None] = queue.Queue()
         self._pending_writes = 0
         self._pending_lock = threading.Lock()
@@ -99,6 +99,12 @@ class SQLiteStore(Store):
         self._needs_checkpoint = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._records = 0
+
+    def _new_table(self) -> SessionTable:
+        s = self.settings
+        return SessionTable(s.sessions.idle_timeout, {
+            site.name: s.for_site(site.name, "idle_timeout") for site in s.sites
+        })
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -235,6 +241,8 @@ class SQLiteStore(Store):
         rows = []
         started = 0
         for rec in records:
+            if rec.get("aggregate_only"):
+                continue  # DNT/GPC: counted in aggregates, never kept as a record
             touch = self.table.touch(rec["session_key"], rec["time"], wall,
                                      rec.get("source") or "local", rec.get("site") or "default")
             s = touch.session
@@ -284,7 +292,7 @@ class SQLiteStore(Store):
 
     def _reload_sessions(self, conn: sqlite3.Connection) -> None:
         """After a rolled-back transaction, rebuild the in-memory table from the database."""
-        self.table = SessionTable(self.settings.sessions.idle_timeout)
+        self.table = self._new_table()
         for row in conn.execute(
             "SELECT sid, id, key, source, site, first_log, last_log, last_wall, records "
             "FROM sessions"
@@ -357,13 +365,17 @@ class SQLiteStore(Store):
 
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
 
-    async def records(self, limit: int, session: str | None = None) -> list[Record]:
+    async def records(self, limit: int, session: str | None = None,
+                      sites: frozenset[str] | None = None) -> list[Record]:
         cols = ", ".join(f"r.{c}" for c in COLUMNS)
-        sql = f"SELECT {cols}, s.id FROM records r JOIN sessions s ON s.sid = r.sid"
+        sql = f"SELECT {cols}, s.id FROM records r JOIN sessions s ON s.sid = r.sid WHERE 1"
         args: list[Any] = []
         if session is not None:
-            sql += " WHERE s.id = ?"
+            sql += " AND s.id = ?"
             args.append(session)
+        if sites is not None:  # tenant scope, in the query itself
+            sql += f" AND r.site IN ({','.join('?' * len(sites))})" if sites else " AND 0"
+            args.extend(sorted(sites))
         sql += " ORDER BY r.time DESC, r.rid DESC LIMIT ?"
         args.append(limit)
 
