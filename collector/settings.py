@@ -195,6 +195,34 @@ class IngestSettings:
     max_records_per_request: int = _opt(100_000, "Most records accepted in one request.", "int",
                                         min=1)
     queue_size: int = _opt(64, "Batches waiting for the store writer before 503.", "int", min=1)
+    body_timeout: float = _opt(30.0, "Whole request body must arrive within this, else 408.",
+                               "duration", min=0.01)
+    keepalive_timeout: float = _opt(15.0, "Idle connection (or unfinished headers) closed after.",
+                                    "duration", min=0.01)
+
+
+@dataclass(frozen=True)
+class SyslogSettings:
+    udp: str | None = _opt(None, "HOST:PORT of the syslog UDP listener (off unless set).", "addr")
+    tcp: str | None = _opt(None, "HOST:PORT of the syslog TCP listener (off unless set).", "addr")
+    format: str = _opt("combined", "Access-log format of the message body: a name or a "
+                       "log_format/LogFormat line.")
+    source: str = _opt("syslog", "Shipper name recorded as the records' source.")
+    allowed_networks: list[str] = _opt(["127.0.0.0/8", "::1/128"],
+                                       "CIDRs allowed to send syslog (UDP and TCP).", "cidrs")
+    tls_cert: Path | None = _opt(None, "PEM certificate; with tls_key, TCP speaks TLS.", "path")
+    tls_key: Path | None = _opt(None, "PEM private key for syslog.tls_cert.", "path")
+    tls_client_ca: Path | None = _opt(None, "PEM CA bundle; if set, TLS clients need a "
+                                      "certificate it signed.", "path")
+    max_message_size: int = _opt(64 * 1024, "Longest syslog message; longer ones are dropped.",
+                                 "size", min=256)
+    batch_size: int = _opt(500, "Messages committed together.", "int", min=1)
+    flush_interval: float = _opt(0.2, "Longest wait before a partial batch is committed.",
+                                 "duration", min=0.001)
+    idle_timeout: float = _opt(300.0, "A TCP connection silent this long is closed.", "duration",
+                               min=0.01)
+    max_connections: int = _opt(256, "Most simultaneous TCP connections.", "int", min=1)
+    udp_buffer: int = _opt(4 * 1024**2, "Receive buffer asked for the UDP socket.", "size")
 
 
 @dataclass(frozen=True)
@@ -256,6 +284,7 @@ class Settings:
     masking: MaskingSettings = field(default_factory=MaskingSettings)
     enrich: EnrichSettings = field(default_factory=EnrichSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    syslog: SyslogSettings = field(default_factory=SyslogSettings)
     tenancy: TenancySettings = field(default_factory=TenancySettings)
     tokens: tuple[TokenSpec, ...] = ()
     sites: tuple[SiteSpec, ...] = ()
@@ -546,8 +575,29 @@ def _cross_checks(s: Settings) -> None:
             "every caller holds every role, so only loopback is allowed")
     if (s.server.tls_cert is None) != (s.server.tls_key is None):
         raise SettingsError("server.tls_cert: tls_cert and tls_key must be set together")
+    _check_syslog(s.syslog)
     for section, f in all_settings():
         if f.metadata.get("kind") == "path" and section == "enrich":
             value = getattr(getattr(s, section), f.name)
             if value is not None and not Path(value).is_file():
                 raise SettingsError(f"enrich.{f.name}: file {str(value)!r} does not exist")
+
+
+def _check_syslog(y: SyslogSettings) -> None:
+    if (y.tls_cert is None) != (y.tls_key is None):
+        raise SettingsError("syslog.tls_cert: tls_cert and tls_key must be set together")
+    if y.tls_cert is not None and y.tcp is None:
+        raise SettingsError("syslog.tls_cert: TLS needs the TCP listener (syslog.tcp)")
+    if y.tls_client_ca is not None and y.tls_cert is None:
+        raise SettingsError("syslog.tls_client_ca: client certificates need syslog.tls_cert")
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", y.source):
+        raise SettingsError(f"syslog.source: expected a name of letters, digits, _.@- (1-64), "
+                            f"got {y.source!r}")
+    if y.udp is None and y.tcp is None:
+        return
+    from collector.parse import compile_format
+
+    try:
+        compile_format(y.format)
+    except ValueError as exc:
+        raise SettingsError(f"syslog.format: {exc}") from None
