@@ -93,20 +93,35 @@ class TokenBook:
 TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
 
 
-def requires(role: str) -> Callable[[Handler], Handler]:
-    """Declare the role a handler needs (``PUBLIC`` for none)."""
-    if role not in ROLES and role != PUBLIC:
-        raise ValueError(f"unknown role {role!r}")
+def requires(role: str, *more: str) -> Callable[[Handler], Handler]:
+    """Declare the role a handler needs (``PUBLIC`` for none); any one of several suffices."""
+    roles = (role, *more)
+    for r in roles:
+        if r not in ROLES and r != PUBLIC:
+            raise ValueError(f"unknown role {r!r}")
+    if PUBLIC in roles and len(roles) > 1:
+        raise ValueError("PUBLIC cannot be combined with roles")
 
     def mark(handler: Handler) -> Handler:
         handler.__lethelog_role__ = role  # type: ignore[attr-defined]
+        handler.__lethelog_roles__ = frozenset(roles)  # type: ignore[attr-defined]
         return handler
 
     return mark
 
 
 def role_of(handler: Any) -> str | None:
+    """The (first) declared role of a handler, ``None`` when it declares none."""
     return getattr(handler, "__lethelog_role__", None)
+
+
+def roles_of(handler: Any) -> frozenset[str] | None:
+    """Every role that grants a handler (any one suffices), ``None`` when it declares none."""
+    roles = getattr(handler, "__lethelog_roles__", None)
+    if roles is not None:
+        return frozenset(roles)
+    role = role_of(handler)
+    return None if role is None else frozenset({role})
 
 
 def bearer(request: web.Request) -> str | None:
@@ -134,16 +149,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     match = request.match_info
     if getattr(match, "http_exception", None) is not None:
         return await handler(request)  # 404/405: let aiohttp answer
-    role = role_of(match.handler)
-    if role is None:
+    roles = roles_of(match.handler)
+    if roles is None:
         return _deny(request, 403, "route declares no role")
-    if role == PUBLIC:
+    if PUBLIC in roles:
         return await handler(request)
     principal, reason = authenticate(request)
     if principal is None:
         status = 403 if "network" in reason else 401
         return _deny(request, status, reason)
-    if role not in principal.roles:
-        return _deny(request, 403, f"token {principal.name}: role {role} required")
+    if principal.roles.isdisjoint(roles):
+        need = " or ".join(sorted(roles))
+        return _deny(request, 403, f"token {principal.name}: role {need} required")
     request[PRINCIPAL] = principal
     return await handler(request)
