@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +50,36 @@ def new_token() -> tuple[str, str]:
     return token, hashlib.sha256(token.encode()).hexdigest()
 
 
+class Networks:
+    """A CIDR allowlist, shared by token ``networks`` (HTTP) and ``syslog.allowed_networks``.
+
+    IPv4-mapped IPv6 peers (``::ffff:a.b.c.d``, a dual-stack socket) are checked as IPv4; a zone
+    id is ignored; anything that is not an address is refused.
+    """
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        self.nets = [ipaddress.ip_network(n, strict=False) for n in cidrs]
+
+    def __bool__(self) -> bool:
+        return bool(self.nets)
+
+    def allows(self, peer: str | None) -> bool:
+        try:
+            addr = ipaddress.ip_address((peer or "").split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in n for n in self.nets)
+
+
 class TokenBook:
     """The configured tokens, ready for constant-time checks."""
 
     def __init__(self, specs: tuple[TokenSpec, ...]) -> None:
         self.specs = specs
         self._digests = [bytes.fromhex(t.sha256) for t in specs]
-        self._nets = [[ipaddress.ip_network(n, strict=False) for n in t.networks] for t in specs]
+        self._nets = [Networks(t.networks) for t in specs]
 
     @property
     def open(self) -> bool:
@@ -77,15 +100,8 @@ class TokenBook:
         if match < 0:
             return None, "unknown token"
         spec, nets = self.specs[match], self._nets[match]
-        if nets:
-            try:
-                addr = ipaddress.ip_address((peer or "").split("%")[0])
-            except ValueError:
-                return None, f"token {spec.name}: caller address unknown"
-            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-                addr = addr.ipv4_mapped
-            if not any(addr in n for n in nets):
-                return None, f"token {spec.name}: caller network not allowed"
+        if nets and not nets.allows(peer):
+            return None, f"token {spec.name}: caller network not allowed"
         sites = frozenset(spec.sites) if spec.sites is not None else None
         return Principal(spec.name, frozenset(spec.roles), sites), ""
 
