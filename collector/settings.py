@@ -233,6 +233,21 @@ class TenancySettings:
                              "choice", choices=("default", "reject"))
 
 
+@dataclass(frozen=True)
+class QuerySettings:
+    timeout: float = _opt(10.0, "A query running longer than this is stopped (503).", "duration",
+                          min=0.001)
+    max_rows: int = _opt(100_000, "Most rows one query returns; more are cut, with a note.",
+                         "int", min=1)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    retention: float = _opt(400 * 86400.0, "Audit log entries older than this are pruned "
+                            "(an anchor keeps the chain verifiable).", "duration", min=3600.0)
+    fsync: bool = _opt(True, "fsync the audit log after every entry.", "bool")
+
+
 ROLES = ("shipper", "sre", "security", "admin")
 
 # Per-site settings: (section, key) of the global setting, and which direction is stricter.
@@ -286,6 +301,8 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     syslog: SyslogSettings = field(default_factory=SyslogSettings)
     tenancy: TenancySettings = field(default_factory=TenancySettings)
+    query: QuerySettings = field(default_factory=QuerySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     tokens: tuple[TokenSpec, ...] = ()
     sites: tuple[SiteSpec, ...] = ()
 
