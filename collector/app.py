@@ -1,7 +1,7 @@
 """``create_app(settings)``: the service, its routes, and each resource's lifecycle in order.
 
 Read the ``cleanup_ctx`` list top to bottom to see start-up, bottom to top to see shutdown:
-keys → store → enrichment → pipeline → sweeper.
+keys → store → enrichment → pipeline → sweeper → syslog.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from collector.api import ops, records
+from collector.api import aggregates, ops, records
 from collector.appkeys import GEO, KEYRING, METRICS, PIPELINE, SETTINGS, STARTED, STORE, UA
 from collector.auth import TOKENS, TokenBook, auth_middleware
 from collector.enrich.geo import GeoEnricher
@@ -24,6 +24,7 @@ from collector.metrics import Metrics
 from collector.pipeline import Pipeline, build_steps
 from collector.settings import Settings
 from collector.sources import http
+from collector.sources.syslog import SYSLOG, SyslogReceiver
 from collector.store import open_store
 from masking.ip import weaker_than_default
 
@@ -94,10 +95,26 @@ async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def syslog_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Syslog UDP/TCP listeners (off unless [syslog] udp or tcp is set); closing drains them."""
+    settings = app[SETTINGS]
+    if settings.syslog.udp is None and settings.syslog.tcp is None:
+        yield
+        return
+    receiver = SyslogReceiver(settings, app[PIPELINE], app[STORE], app[METRICS])
+    await receiver.start()
+    app[SYSLOG] = receiver
+    yield
+    await receiver.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[auth_middleware],
         client_max_size=settings.ingest.max_body_size,
+        # an idle keep-alive connection, or one whose request headers are not complete
+        # within this, is closed (slow clients can't hold a connection open)
+        handler_args={"keepalive_timeout": settings.ingest.keepalive_timeout},
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
@@ -106,9 +123,11 @@ def create_app(settings: Settings) -> web.Application:
     if app[TOKENS].open:
         log.warning("no_tokens_configured", listen=settings.server.listen,
                     detail="no [[tokens]]: loopback only, every local caller holds every role")
-    app.cleanup_ctx.extend([keys_ctx, store_ctx, enrich_ctx, pipeline_ctx, sweeper_ctx])
+    app.cleanup_ctx.extend([keys_ctx, store_ctx, enrich_ctx, pipeline_ctx, sweeper_ctx,
+                            syslog_ctx])
     app.router.add_post("/v1/logs", http.post_logs)
     app.router.add_get("/v1/records", records.get_records)
+    app.router.add_get("/v1/aggregates", aggregates.get_aggregates)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/metrics", ops.metrics)
     for warning in weaker_than_default(settings.masking.ipv4_keep_bits,

@@ -42,12 +42,21 @@ async def post_logs(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     # aiohttp inflates gzip/deflate bodies as it reads them and stops with 413 once the
     # inflated size passes client_max_size (= ingest.max_body_size): no bomb gets through.
+    # The whole body must arrive within ingest.body_timeout: a client trickling bytes is cut
+    # off (the header stage is bounded by ingest.keepalive_timeout, see create_app).
     try:
-        data = await request.read()
+        async with asyncio.timeout(settings.ingest.body_timeout):
+            data = await request.read()
     except web.HTTPRequestEntityTooLarge:
         metrics.inc("lethelog_requests_refused_total", reason="too_large")
         return refuse(413, f"body exceeds {settings.ingest.max_body_size} bytes "
                            "(ingest.max_body_size, after decompression)")
+    except TimeoutError:
+        metrics.inc("lethelog_requests_refused_total", reason="slow_body")
+        resp = refuse(408, f"body did not arrive within {settings.ingest.body_timeout:g}s "
+                           "(ingest.body_timeout)")
+        resp.force_close()
+        return resp
     fmt = request.query.get("format") or None
     if fmt in ("auto", "detect"):
         fmt = None
@@ -81,7 +90,7 @@ async def post_logs(request: web.Request) -> web.Response:
                       {"Retry-After": str(max(1, int(exc.retry_after)))})
     metrics.inc("lethelog_records_accepted_total", len(result.records))
     for _, reason in result.errors:
-        metrics.inc("lethelog_records_rejected_total", reason=_reason_class(reason))
+        metrics.inc("lethelog_records_rejected_total", reason=reason_class(reason))
     metrics.observe("lethelog_ingest_seconds", time.perf_counter() - started)
     if result.errors:
         log.info("records_rejected", source=principal.name, rejected=len(result.errors),
@@ -94,7 +103,7 @@ async def post_logs(request: web.Request) -> web.Response:
     })
 
 
-def _reason_class(reason: str) -> str:
+def reason_class(reason: str) -> str:
     """A closed vocabulary for the metric label (the reason text itself is free-form)."""
     r = reason.lower()
     for key in ("json", "timestamp", "future", "address", "format", "longer", "internal"):
