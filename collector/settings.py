@@ -234,6 +234,89 @@ class TenancySettings:
 
 
 @dataclass(frozen=True)
+class AggregatesSettings:
+    retention: float = _opt(30 * 86400.0, "Aggregates older than this (log or wall time) are "
+                            "deleted.", "duration", min=3600.0)
+    minute_retention: float = _opt(86400.0, "Per-minute rows older than this are rolled up to "
+                                   "hours.", "duration", min=600.0)
+    k_anonymity: int = _opt(5, "Groups with fewer distinct sessions are shown only as 'other'.",
+                            "int", min=1)
+    maintain_interval: float = _opt(60.0, "How often rollup and retention run.", "duration",
+                                    min=1.0)
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    enabled: bool = _opt(True, "Run the anomaly detectors on the aggregates.", "bool")
+    interval: float = _opt(5.0, "How often the detectors look for completed minutes.",
+                           "duration", min=0.05)
+    grace: float = _opt(10.0, "A minute is evaluated once log time is this far past its end.",
+                        "duration")
+    warmup: float = _opt(1800.0, "Baseline needed before spike, drop and surge detectors alert.",
+                         "duration")
+    close_after: int = _opt(3, "Quiet minutes after which an open anomaly is closed.", "int",
+                            min=1)
+    baseline_halflife: float = _opt(3600.0, "Half-life of the EWMA level of each baseline.",
+                                    "duration", min=60.0)
+    season_halflife: float = _opt(3 * 86400.0, "Half-life of the daily seasonal profile (15-min "
+                                  "slots).", "duration", min=3600.0)
+    spike_z: float = _opt(6.0, "Traffic spike: minute count above forecast by this many sigmas.",
+                          "float", min=0.0)
+    spike_ratio: float = _opt(2.0, "Traffic spike: and at least this many times the forecast.",
+                              "float", min=1.0)
+    spike_min_requests: int = _opt(60, "Traffic spike: and at least this many requests a minute.",
+                                   "int", min=1)
+    drop_ratio: float = _opt(0.3, "Traffic drop: minute count at most this share of the forecast.",
+                             "float", min=0.0, max=1.0)
+    drop_z: float = _opt(5.0, "Traffic drop: and below forecast by this many sigmas.", "float",
+                         min=0.0)
+    drop_min_baseline: float = _opt(30.0, "Traffic drop: only when the forecast is at least this "
+                                    "many requests a minute.", "float", min=0.0)
+    error_min: int = _opt(10, "5xx spike: at least this many 5xx answers in the minute.", "int",
+                          min=1)
+    error_rate: float = _opt(0.05, "5xx spike: and a 5xx share of at least this.", "float",
+                             min=0.0, max=1.0)
+    error_factor: float = _opt(3.0, "5xx spike: and at least this many times the baseline share.",
+                               "float", min=1.0)
+    scan_min_paths: int = _opt(15, "Scan: distinct 4xx path templates from one network or ASN "
+                               "within scan_window.", "int", min=2)
+    scan_window: float = _opt(120.0, "Scan: window over which distinct 4xx paths are summed.",
+                              "duration", min=60.0)
+    scan_min_share: float = _opt(0.5, "Scan: share of the network's requests that got a 4xx.",
+                                 "float", min=0.0, max=1.0)
+    auth_paths: str = _opt(r"(?i)(log-?in|sign-?in|auth|session|token|passw|account|wp-admin|"
+                           r"xmlrpc)", "Auth failures: regex for login-like path templates.",
+                           "regex")
+    auth_min_failures: int = _opt(20, "Auth failures: 401/403 on one login-like path per minute.",
+                                  "int", min=1)
+    auth_site_min_failures: int = _opt(100, "Auth failures: 401/403 on the whole site per minute.",
+                                       "int", min=1)
+    auth_factor: float = _opt(4.0, "Auth failures: and at least this many times the baseline.",
+                              "float", min=1.0)
+    bot_min: int = _opt(30, "Bot surge: at least this many bot requests in the minute.", "int",
+                        min=1)
+    bot_ratio: float = _opt(3.0, "Bot surge: and at least this many times the forecast.", "float",
+                            min=1.0)
+    bot_z: float = _opt(6.0, "Bot surge: and above forecast by this many sigmas.", "float",
+                        min=0.0)
+    anon_min: int = _opt(20, "Anonymizers: VPN/Tor/proxy requests in the minute.", "int", min=1)
+    anon_share: float = _opt(0.2, "Anonymizers: and at least this share of the minute's requests.",
+                             "float", min=0.0, max=1.0)
+    anon_hosting: bool = _opt(False, "Anonymizers: count hosting-provider traffic too.", "bool")
+    newcomer_share: float = _opt(0.3, "Newcomer: a country/ASN with at least this share of a "
+                                 "minute ...", "float", min=0.0, max=1.0)
+    newcomer_min_requests: int = _opt(40, "Newcomer: ... and at least this many requests ...",
+                                      "int", min=1)
+    newcomer_absent_share: float = _opt(0.01, "Newcomer: ... whose baseline share was below this.",
+                                        "float", min=0.0, max=1.0)
+    webhook_url: str = _opt("", "POST each anomaly opened/closed as JSON here (empty: off).",
+                            "str")
+    webhook_retries: int = _opt(5, "Webhook attempts before giving up (exponential backoff).",
+                                "int", min=1)
+    webhook_timeout: float = _opt(5.0, "Webhook request timeout.", "duration", min=0.1)
+
+
+@dataclass(frozen=True)
 class QuerySettings:
     timeout: float = _opt(10.0, "A query running longer than this is stopped (503).", "duration",
                           min=0.001)
@@ -301,6 +384,8 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     syslog: SyslogSettings = field(default_factory=SyslogSettings)
     tenancy: TenancySettings = field(default_factory=TenancySettings)
+    aggregates: AggregatesSettings = field(default_factory=AggregatesSettings)
+    detect: DetectSettings = field(default_factory=DetectSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     tokens: tuple[TokenSpec, ...] = ()
@@ -364,6 +449,23 @@ def _convert(kind: str, raw: Any, meta: Mapping[str, Any], from_env: bool) -> An
         if isinstance(raw, bool) or not (isinstance(raw, int) or (from_env and _is_int(raw))):
             raise ValueError(f"expected an integer, got {raw!r}")
         value = int(raw)
+    elif kind == "float":
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ValueError(f"expected a number, got {raw!r}")
+        try:
+            value = float(raw) if (from_env or not isinstance(raw, str)) else float("nan")
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if value != value:
+            raise ValueError(f"expected a number, got {raw!r}")
+    elif kind == "regex":
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a regular expression, got {raw!r}")
+        try:
+            re.compile(raw)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        value = raw
     elif kind == "bool":
         if isinstance(raw, bool):
             value = raw

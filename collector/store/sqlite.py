@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import structlog
 
+from collector.aggregates.store_hook import StoreAggregates
 from collector.metrics import Metrics
 from collector.record import STORED_FIELDS, Record
 from collector.sessions import Session, SessionTable
@@ -99,6 +100,7 @@ class SQLiteStore(Store):
         self._needs_checkpoint = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._records = 0
+        self.aggregates = StoreAggregates(settings)
 
     def _new_table(self) -> SessionTable:
         s = self.settings
@@ -116,6 +118,7 @@ class SQLiteStore(Store):
         conn.execute(f"PRAGMA synchronous={'FULL' if self.settings.store.fsync else 'NORMAL'}")
         for stmt in SCHEMA:
             conn.execute(stmt)
+        self.aggregates.setup(conn)
         for row in conn.execute(
             "SELECT sid, id, key, source, site, first_log, last_log, last_wall, records "
             "FROM sessions"
@@ -215,11 +218,13 @@ class SQLiteStore(Store):
             ended = self.table.expire(wall)
             deleted = self._delete_sessions(conn, ended)
             self._save_clocks(conn)
+            self.aggregates.flush(conn, wall)
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK") if conn.in_transaction else None
             log.error("store_write_failed", error=type(exc).__name__, detail=str(exc)[:200])
             self._reload_sessions(conn)
+            self.aggregates.rolled_back(conn)
             for _, _, fut in jobs:
                 self._resolve(fut, None, exc)
             with self._pending_lock:
@@ -240,8 +245,10 @@ class SQLiteStore(Store):
         ended: list[Session] = []
         rows = []
         started = 0
+        sids: list[int | None] = []  # each record's session, for the aggregates
         for rec in records:
             if rec.get("aggregate_only"):
+                sids.append(None)
                 continue  # DNT/GPC: counted in aggregates, never kept as a record
             touch = self.table.touch(rec["session_key"], rec["time"], wall,
                                      rec.get("source") or "local", rec.get("site") or "default")
@@ -253,6 +260,8 @@ class SQLiteStore(Store):
                 touched.pop(touch.ended.sid, None)
             touched[s.sid] = s
             rows.append((s.sid, *(_col(rec, c) for c in COLUMNS)))
+            sids.append(s.sid)
+        self.aggregates.add(records, sids)
         conn.executemany(_INSERT, rows)
         self._records += len(rows)
         deleted = self._delete_sessions(conn, ended)
@@ -308,6 +317,7 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
             result.sessions_ended = len(ended)
             self._count_ended(len(ended), result.records_deleted)
+        self.aggregates.maintain(conn, now, self.table.by_sid)
         if self._needs_checkpoint:
             result.checkpointed = self._do_checkpoint(conn, None)
         return result
