@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import structlog
 
@@ -144,7 +144,7 @@ def open_input(name: str) -> tuple[IO[bytes], IO[bytes] | None]:
         raise ImportFailed(f"{name}: cannot open: {exc.strerror or exc}") from None
     magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
     if name.endswith(".gz") or magic == b"\x1f\x8b":
-        unzipped: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
+        unzipped = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
         return unzipped, raw
     return raw, raw
 
