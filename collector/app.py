@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from collector.api import aggregates, ops, records
+from collector.api import admin, aggregates, ops, query, records
 from collector.appkeys import GEO, KEYRING, METRICS, PIPELINE, SETTINGS, STARTED, STORE, UA
+from collector.audit import audit_ctx
 from collector.auth import TOKENS, TokenBook, auth_middleware
 from collector.enrich.geo import GeoEnricher
 from collector.enrich.ua import UAEnricher
@@ -123,10 +124,15 @@ def create_app(settings: Settings) -> web.Application:
     if app[TOKENS].open:
         log.warning("no_tokens_configured", listen=settings.server.listen,
                     detail="no [[tokens]]: loopback only, every local caller holds every role")
-    app.cleanup_ctx.extend([keys_ctx, store_ctx, enrich_ctx, pipeline_ctx, sweeper_ctx,
+    app.cleanup_ctx.extend([keys_ctx, audit_ctx, store_ctx, enrich_ctx, pipeline_ctx, sweeper_ctx,
                             syslog_ctx])
     app.router.add_post("/v1/logs", http.post_logs)
     app.router.add_get("/v1/records", records.get_records)
+    app.router.add_get("/v1/query", query.get_query)
+    app.router.add_get("/v1/admin/sessions", admin.list_sessions)
+    app.router.add_post("/v1/admin/export", admin.export_session)
+    app.router.add_post("/v1/admin/erase", admin.erase_session)
+    app.router.add_get("/v1/admin/audit", admin.audit_log)
     app.router.add_get("/v1/aggregates", aggregates.get_aggregates)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/metrics", ops.metrics)

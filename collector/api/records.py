@@ -1,4 +1,8 @@
-"""``GET /v1/records``: live (masked, enriched) records as NDJSON, newest first."""
+"""``GET /v1/records``: live (masked, enriched) records as NDJSON, newest first.
+
+Scoped to the caller's sites in the SQL itself; every listing is written to the audit log
+(``limit``, ``session`` and the number of rows, never the records) before it is sent.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from collector.appkeys import STORE
+from collector.audit import audit
 from collector.auth import PRINCIPAL, requires
 
 MAX_LIMIT = 10_000_000
@@ -19,6 +24,8 @@ async def get_records(request: web.Request) -> web.StreamResponse:
     session = request.query.get("session") or None
     rows = await request.app[STORE].records(int(raw), session=session,
                                             sites=request[PRINCIPAL].sites)
+    asked = f"limit={raw}" + (f" session={session}" if session is not None else "")
+    audit(request, endpoint="/v1/records", query=asked, rows=len(rows))
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     buf: list[bytes] = []

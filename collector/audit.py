@@ -1,0 +1,367 @@
+"""The audit log: one hash-chained JSON line per read of stored data.
+
+``<data_dir>/audit.log`` holds one entry a line::
+
+    {"seq": 7, "time": "2026-11-27T10:00:00.123Z", "token": "alice", "role": "sre",
+     "sites": null, "peer": "10.1.2.0", "endpoint": "/v1/query", "query": "status >= 500",
+     "rows": 12, "outcome": "ok", "prev": "<hash of entry 6>", "hash": "<sha256 of this entry>"}
+
+``hash`` is the SHA-256 of the entry's canonical JSON (sorted keys, without ``hash``), and each
+entry carries the previous entry's hash in ``prev`` (64 zeroes for the first). Editing a line
+breaks its own hash; deleting one breaks the next line's ``prev`` and the ``seq`` run; both are
+reported by :func:`verify` (``lethelog audit verify``) with the line number. Entries hold who,
+when, from where (masked), what was asked and how many rows came back — never record contents.
+Addresses typed into a query are kept truncated (``collector.query.redact``).
+
+**Retention** (``audit.retention``): :meth:`AuditLog.prune` drops entries older than the
+retention and writes an *anchor* as the new first line, stating how many entries were pruned and
+the ``seq`` and ``hash`` of the last one; verification continues the chain from the anchor. A
+chain that does not verify is never pruned (that would launder the tampering). The head
+(last ``seq`` and ``hash``) is written to the service log at start-up and after each prune, so a
+copy outside the data directory can show truncation at the end, which no chain can show alone.
+
+Appends are serialised across threads and processes (``lethelog query --data-dir`` appends too)
+with ``flock`` on ``audit.log.lock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from collector.auth import PRINCIPAL, roles_of
+from collector.log import masked_peer
+from collector.query.redact import redact_addresses
+from collector.timefmt import parse_rfc3339, rfc3339
+
+log = structlog.get_logger("lethelog.audit")
+
+FILE_NAME = "audit.log"
+GENESIS = "0" * 64
+MAX_QUERY_TEXT = 4096
+PRUNE_INTERVAL = 3600.0
+
+
+class AuditError(Exception):
+    """The audit log could not be written: the read it describes must not be answered."""
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def query_text(query: Any) -> str:
+    """What was asked, as kept: text (addresses truncated), at most ``MAX_QUERY_TEXT`` chars."""
+    if query is None:
+        return ""
+    text = query if isinstance(query, str) else orjson.dumps(
+        query, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    text = redact_addresses(text)
+    if len(text) > MAX_QUERY_TEXT:
+        text = text[:MAX_QUERY_TEXT] + f"…[{len(text) - MAX_QUERY_TEXT} more characters]"
+    return text
+
+
+@dataclass
+class Head:
+    seq: int
+    hash: str
+
+
+class AuditLog:
+    def __init__(self, path: Path, retention: float, fsync: bool = True) -> None:
+        self.path = path
+        self.retention = retention
+        self.fsync = fsync
+        self.lock_path = path.with_name(path.name + ".lock")
+        self._thread_lock = threading.Lock()
+
+    @classmethod
+    def in_dir(cls, data_dir: Path, retention: float, fsync: bool = True) -> AuditLog:
+        return cls(Path(data_dir) / FILE_NAME, retention, fsync)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._thread_lock:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, *, token: str, role: str, sites: list[str] | None, peer: str | None,
+               endpoint: str, query: Any, rows: int, outcome: str = "ok",
+               now: float | None = None) -> dict[str, Any]:
+        """Append one entry (durable before this returns when ``fsync``); raise AuditError."""
+        try:
+            with self._locked():
+                head = self._head()
+                entry: dict[str, Any] = {
+                    "seq": head.seq + 1,
+                    "time": rfc3339(round(time.time() if now is None else now, 3)),
+                    "token": token, "role": role, "sites": sites, "peer": peer,
+                    "endpoint": endpoint, "query": query_text(query), "rows": int(rows),
+                    "outcome": outcome, "prev": head.hash,
+                }
+                entry["hash"] = entry_hash(entry)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, orjson.dumps(entry) + b"\n")
+                    if self.fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                return entry
+        except OSError as exc:
+            log.error("audit_write_failed", error=type(exc).__name__)
+            raise AuditError(f"audit log not writable ({type(exc).__name__})") from None
+
+    def _head(self) -> Head:
+        """seq and hash of the last entry (the anchor's when only the anchor is left)."""
+        last = _last_line(self.path)
+        if last is None:
+            return Head(0, GENESIS)
+        entry = orjson.loads(last)
+        if entry.get("kind") == "anchor":
+            return Head(int(entry["through_seq"]), str(entry["through_hash"]))
+        return Head(int(entry["seq"]), str(entry["hash"]))
+
+    # ------------------------------------------------------------------ reading
+
+    def entries(self) -> list[dict[str, Any]]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+    def head(self) -> Head:
+        with self._locked():
+            return self._head()
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(self, now: float | None = None) -> int:
+        """Drop entries older than the retention behind an anchor line; returns how many."""
+        now = time.time() if now is None else now
+        cutoff = now - self.retention
+        with self._locked():
+            result = verify(self.path)
+            if not result.ok:
+                log.error("audit_prune_refused", reason=result.message)
+                return 0
+            try:
+                lines = self.path.read_bytes().splitlines()
+            except FileNotFoundError:
+                return 0
+            anchor: dict[str, Any] | None = None
+            if lines and orjson.loads(lines[0]).get("kind") == "anchor":
+                anchor = orjson.loads(lines[0])
+                lines = lines[1:]
+            old = 0
+            for line in lines:
+                if parse_rfc3339(orjson.loads(line)["time"]) >= cutoff:
+                    break
+                old += 1
+            if old == 0:
+                return 0
+            last = orjson.loads(lines[old - 1])
+            new_anchor: dict[str, Any] = {
+                "kind": "anchor",
+                "time": rfc3339(round(now, 3)),
+                "pruned": old + (int(anchor["pruned"]) if anchor else 0),
+                "through_seq": int(last["seq"]),
+                "through_time": last["time"],
+                "through_hash": last["hash"],
+                "retention_seconds": self.retention,
+            }
+            new_anchor["hash"] = entry_hash(new_anchor)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(orjson.dumps(new_anchor) + b"\n")
+                for line in lines[old:]:
+                    fh.write(line + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            head = self._head()
+        log.info("audit_pruned", entries=old, through_seq=new_anchor["through_seq"],
+                 head_seq=head.seq, head_hash=head.hash)
+        return old
+
+
+def _last_line(path: Path) -> bytes | None:
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    with fh:
+        fh.seek(0, os.SEEK_END)
+        end = fh.tell()
+        buf = b""
+        pos = end
+        while pos > 0:
+            step = min(8192, pos)
+            pos -= step
+            fh.seek(pos)
+            buf = fh.read(step) + buf
+            stripped = buf.rstrip(b"\n")
+            nl = stripped.rfind(b"\n")
+            if nl >= 0:
+                return stripped[nl + 1:] or None
+        stripped = buf.rstrip(b"\n")
+        return stripped or None
+
+
+# --------------------------------------------------------------------------- verification
+
+
+@dataclass
+class Verification:
+    ok: bool
+    entries: int
+    message: str
+    line: int | None = None
+    head: Head | None = None
+
+
+def verify(path: Path) -> Verification:
+    """Check every line's hash, each ``prev`` link and the ``seq`` run; name the first bad line."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Verification(True, 0, f"{path}: no audit log yet (nothing to verify)",
+                            head=Head(0, GENESIS))
+    expected_prev, expected_seq, count = GENESIS, 1, 0
+    start_note = "from the first entry"
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    else:
+        return Verification(False, 0, f"{path}: last line is incomplete (no newline at the end)",
+                            len(lines))
+
+    def bad(n: int, why: str) -> Verification:
+        return Verification(False, count, f"{path} line {n}: {why}", n)
+
+    for n, raw in enumerate(lines, 1):
+        try:
+            entry = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return bad(n, "not a JSON object (line edited or damaged)")
+        if not isinstance(entry, dict) or "hash" not in entry:
+            return bad(n, "not an audit entry (no hash)")
+        if orjson.dumps(entry) != raw:
+            return bad(n, "not in the form it was written (line edited)")
+        if entry_hash(entry) != entry["hash"]:
+            return bad(n, "hash does not match the entry (line edited)")
+        if entry.get("kind") == "anchor":
+            if n != 1:
+                return bad(n, "anchor found after the first line (lines inserted or reordered)")
+            expected_prev = str(entry["through_hash"])
+            expected_seq = int(entry["through_seq"]) + 1
+            start_note = (f"from anchor (entries 1-{entry['through_seq']} pruned, "
+                          f"{entry['pruned']} of them by retention)")
+            continue
+        if entry.get("prev") != expected_prev:
+            if n == 1:
+                return bad(n, "chain does not start at the first entry or an anchor "
+                              "(leading lines deleted)")
+            return bad(n, "prev does not match the hash of the line before it "
+                          "(a line before it was deleted, inserted or edited)")
+        if entry.get("seq") != expected_seq:
+            return bad(n, f"sequence number {entry.get('seq')} where {expected_seq} was expected "
+                          "(lines missing)")
+        expected_prev, expected_seq = entry["hash"], expected_seq + 1
+        count += 1
+    head = Head(expected_seq - 1, expected_prev)
+    return Verification(True, count, f"{path}: {count} entries verified {start_note}; "
+                        f"head seq {head.seq} hash {head.hash}", None, head)
+
+
+# --------------------------------------------------------------------------- the service side
+
+AUDIT: web.AppKey[AuditLog] = web.AppKey("audit", AuditLog)
+
+
+def _role(request: web.Request) -> str:
+    principal = request.get(PRINCIPAL)
+    if principal is None:
+        return "none"
+    match = getattr(request, "match_info", None)
+    declared = roles_of(match.handler) if match is not None else None
+    granted = sorted(principal.roles & declared) if declared else []
+    return granted[0] if granted else ",".join(sorted(principal.roles))
+
+
+def audit(request: web.Request, *, endpoint: str, query: Any, rows: int,
+          outcome: str = "ok") -> dict[str, Any]:
+    """Record a read of stored data by the caller of ``request``; call it before answering.
+
+    If the entry cannot be written the read must not be answered: this raises
+    ``HTTPServiceUnavailable`` (503) with the reason.
+    """
+    principal = request.get(PRINCIPAL)
+    try:
+        book = request.app[AUDIT]
+    except KeyError:
+        raise web.HTTPServiceUnavailable(text="audit log not open") from None
+    try:
+        return book.append(
+            token=principal.name if principal is not None else "anonymous",
+            role=_role(request),
+            sites=sorted(principal.sites) if principal is not None and principal.sites is not None
+            else None,
+            peer=masked_peer(request),
+            endpoint=endpoint, query=query, rows=rows, outcome=outcome,
+        )
+    except AuditError as exc:
+        raise web.HTTPServiceUnavailable(text=f"{exc}: read refused") from None
+
+
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the audit log, prune it now and every hour, and log its head."""
+    from collector.appkeys import SETTINGS
+
+    settings = app[SETTINGS]
+    book = AuditLog.in_dir(settings.server.data_dir, settings.audit.retention,
+                           settings.audit.fsync)
+    app[AUDIT] = book
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, book.prune)
+    head = await loop.run_in_executor(None, book.head)
+    log.info("audit_log_opened", path=str(book.path), head_seq=head.seq, head_hash=head.hash)
+
+    async def prune_forever() -> None:
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL)
+            try:
+                await loop.run_in_executor(None, book.prune)
+            except Exception as exc:  # keep the service; the next hour retries
+                log.error("audit_prune_failed", error=type(exc).__name__)
+
+    task = asyncio.create_task(prune_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
