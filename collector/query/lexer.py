@@ -15,8 +15,8 @@ _SPACE = re.compile(r"\s+")
 _TIMESTAMP = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[Tt]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?)?"
     r"(?![\w:.-])")
-_DURATION = re.compile(r"\d+(?:\.\d+)?(?:ms|s|m|h|d|w)(?![\w.])")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
+_DURATION = re.compile(r"\d+(?:\.\d+)?(?:ms|s|m|h|d|w)(?![\w.:])")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.:])")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?![^\s()|,=<>!~^\"'])")
 _WORD = re.compile(r"[^\s()|,=<>!~^\"']+")
 _OPS = ("!=", "<=", ">=", "^=", "==", "=", "<", ">", "~")
