@@ -14,10 +14,23 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from collector.api import admin, aggregates, ops, query, records
-from collector.appkeys import GEO, KEYRING, METRICS, PIPELINE, SETTINGS, STARTED, STORE, UA
+from collector.api import admin, aggregates, anomalies, ops, query, records
+from collector.appkeys import (
+    DETECTOR,
+    GEO,
+    KEYRING,
+    METRICS,
+    PIPELINE,
+    SETTINGS,
+    STARTED,
+    STORE,
+    UA,
+)
 from collector.audit import audit_ctx
 from collector.auth import TOKENS, TokenBook, auth_middleware
+from collector.dashboard import add_routes as add_dashboard_routes
+from collector.dashboard import cookie_middleware
+from collector.detect import DetectorRunner
 from collector.enrich.geo import GeoEnricher
 from collector.enrich.ua import UAEnricher
 from collector.keys import KeyRing
@@ -109,9 +122,18 @@ async def syslog_ctx(app: web.Application) -> AsyncIterator[None]:
     await receiver.close()
 
 
+async def detector_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Anomaly detectors on the aggregates (log time), their anomalies.db and webhook."""
+    runner = DetectorRunner(app[SETTINGS], app[STORE])
+    await runner.start()
+    app[DETECTOR] = runner
+    yield
+    await runner.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[auth_middleware],
+        middlewares=[cookie_middleware, auth_middleware],
         client_max_size=settings.ingest.max_body_size,
         # an idle keep-alive connection, or one whose request headers are not complete
         # within this, is closed (slow clients can't hold a connection open)
@@ -125,7 +147,7 @@ def create_app(settings: Settings) -> web.Application:
         log.warning("no_tokens_configured", listen=settings.server.listen,
                     detail="no [[tokens]]: loopback only, every local caller holds every role")
     app.cleanup_ctx.extend([keys_ctx, audit_ctx, store_ctx, enrich_ctx, pipeline_ctx, sweeper_ctx,
-                            syslog_ctx])
+                            syslog_ctx, detector_ctx])
     app.router.add_post("/v1/logs", http.post_logs)
     app.router.add_get("/v1/records", records.get_records)
     app.router.add_get("/v1/query", query.get_query)
@@ -134,6 +156,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/admin/erase", admin.erase_session)
     app.router.add_get("/v1/admin/audit", admin.audit_log)
     app.router.add_get("/v1/aggregates", aggregates.get_aggregates)
+    app.router.add_get("/v1/anomalies", anomalies.get_anomalies)
+    add_dashboard_routes(app)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/metrics", ops.metrics)
     for warning in weaker_than_default(settings.masking.ipv4_keep_bits,

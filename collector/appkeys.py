@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from collector.detect.runner import DetectorRunner
 from collector.enrich.geo import GeoEnricher
 from collector.enrich.ua import UAEnricher
 from collector.keys import KeyRing
@@ -20,3 +21,4 @@ GEO = web.AppKey("geo", GeoEnricher)
 UA = web.AppKey("ua", UAEnricher)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 STARTED = web.AppKey("started", float)
+DETECTOR = web.AppKey("detector", DetectorRunner)

@@ -13,9 +13,9 @@ import orjson
 from aiohttp import web
 
 from collector.aggregates import AggregateQueryError, aggregate_counts, k_for
-from collector.api.audited import audit
 from collector.api.timerange import bad_request, time_param
 from collector.appkeys import SETTINGS, STORE
+from collector.audit import audit
 from collector.auth import PRINCIPAL, requires
 
 MAX_ROWS = 10_000

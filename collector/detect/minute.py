@@ -1,0 +1,59 @@
+"""One site's completed minute, read from the aggregates: the detectors' only input."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from collector.aggregates.schema import COUNTERS
+
+DETECT_DIMS = ("", "country", "asn", "network", "path_template")
+Counts = dict[str, float]
+
+
+@dataclass(slots=True)
+class Minute:
+    t: int  # minute start, log time
+    site: str
+    total: Counts = field(default_factory=dict)
+    by: dict[str, dict[str, Counts]] = field(default_factory=dict)  # dim -> value -> counts
+
+    def get(self, name: str) -> float:
+        return self.total.get(name, 0.0)
+
+    def rows(self, dim: str) -> dict[str, Counts]:
+        return self.by.get(dim, {})
+
+
+def empty(t: int, site: str) -> Minute:
+    return Minute(t, site)
+
+
+def load_minutes(conn: sqlite3.Connection, start: int, end: int
+                 ) -> dict[tuple[int, str], Minute]:
+    """Every (minute, site) with traffic in ``[start, end)``, from the per-minute rows."""
+    marks = ", ".join("?" * len(DETECT_DIMS))
+    sql = (f"SELECT t, site, dim, value, {', '.join(COUNTERS)} FROM agg "
+           f"WHERE res = 60 AND t >= ? AND t < ? AND dim IN ({marks})")
+    out: dict[tuple[int, str], Minute] = {}
+    for row in conn.execute(sql, (start, end, *DETECT_DIMS)):
+        t, site, dim, value = row[0], row[1], row[2], row[3]
+        counts = dict(zip(COUNTERS, row[4:], strict=True))
+        m = out.get((t, site))
+        if m is None:
+            m = out[(t, site)] = Minute(t, site)
+        if dim == "":
+            m.total = counts
+        else:
+            m.by.setdefault(dim, {})[value] = counts
+    return out
+
+
+def bounds(conn: sqlite3.Connection) -> tuple[int | None, int | None]:
+    row = conn.execute("SELECT min(t), max(t) FROM agg WHERE res = 60 AND dim = ''").fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def sites_of(minutes: Iterable[Minute]) -> set[str]:
+    return {m.site for m in minutes}
