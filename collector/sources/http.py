@@ -56,6 +56,10 @@ async def post_logs(request: web.Request) -> web.Response:
         resp = refuse(408, f"body did not arrive within {settings.ingest.body_timeout:g}s "
                            "(ingest.body_timeout)")
         resp.force_close()
+        # answer, then hang up at once: no lingering read of the rest of a trickling body
+        await resp.prepare(request)
+        await resp.write_eof()
+        request.protocol.force_close()
         return resp
     fmt = request.query.get("format") or None
     if fmt in ("auto", "detect"):
