@@ -178,10 +178,11 @@ async def test_pipeline_sort_limit_and_formats(sre: Any, elastic_store: Any) -> 
     assert headers["Content-Type"].startswith("application/x-ndjson")
     assert {r["status"]: r["count"] for r in map(orjson.loads, text.splitlines())} == dict(want)
     status, text, headers = await query(client, "| count by status", token, fmt="csv")
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(text)))
     assert {int(r["status"]): int(r["count"]) for r in table} == dict(want)
     # whole records, newest first, with their session id and never the key
-    status, body, _ = await query(client, 'status = 404 | limit 5', token)
+    _, body, _ = await query(client, 'status = 404 | limit 5', token)
     recs = rows_of(body)
     assert len(recs) == 5 and body["truncated"] is True
     assert all(r["status"] == 404 and r["session"] and "session_key" not in r for r in recs)

@@ -218,7 +218,8 @@ class _Parser:
             try:
                 compile_regex(tok.text)
             except ValueError as exc:
-                raise QueryError(tok.pos, f"invalid regular expression: {exc}") from None
+                raise QueryError(tok.pos, f"invalid regular expression ({exc})",
+                                 "a valid RE2 regular expression") from None
             return ast.Regex(tok.text)
         if tok.is_word("null"):
             if op not in ("=", "!="):
