@@ -2,13 +2,13 @@
 
 :class:`SeasonalBaseline` forecasts a per-minute count as ``level + season[slot]``:
 
-* ``level`` is an EWMA of the deseasonalised count (half-life ``baseline_halflife``, 1 h), so
-  it follows slow drifts within the day;
+* ``level`` is an EWMA of the deseasonalised count (half-life ``baseline_halflife``, 1 h) with
+  a damped trend (Holt's method), so it follows the climb and fall within a day without lagging;
 * ``season`` is a daily profile in 96 slots of 15 minutes: an EWMA, per slot, of how far the
   count sits from the level at that time of day (half-life ``season_halflife``, 3 days), so the
   morning climb and the night trough are expected rather than alarming once a day was seen;
-* the spread is an EWMA of squared forecast errors plus the count's own Poisson variance
-  (``sigma = sqrt(var + forecast)``), so quiet sites are not judged on tiny variances.
+* the spread is an EWMA of squared forecast errors, never below the count's own Poisson variance
+  (``sigma = sqrt(max(var, forecast))``), so quiet sites are not judged on tiny variances.
 
 Updates are winsorised at forecast ± 3 sigma, and skipped while a detector says the minute is
 anomalous, so an incident does not teach the baseline that it is normal.
@@ -28,13 +28,15 @@ def alpha_for(halflife: float, step: float = 60.0) -> float:
 
 
 class SeasonalBaseline:
-    __slots__ = ("alpha", "gamma", "level", "n", "season", "season_n", "var")
+    __slots__ = ("alpha", "beta", "gamma", "level", "n", "season", "season_n", "trend", "var")
 
     def __init__(self, halflife: float, season_halflife: float) -> None:
         self.alpha = alpha_for(halflife)
         # each slot sees 15 updates a day: a half-life of season_halflife days in those updates
         self.gamma = 1.0 - 0.5 ** (1.0 / (SLOT_SECONDS / 60 * season_halflife / 86400))
+        self.beta = self.alpha
         self.level: float | None = None
+        self.trend = 0.0
         self.var = 0.0
         self.season = [0.0] * SLOTS
         self.season_n = [0] * SLOTS
@@ -43,15 +45,18 @@ class SeasonalBaseline:
     def slot(self, minute: float) -> int:
         return int(minute % 86400) // SLOT_SECONDS
 
+    def _seasonal(self, s: int) -> float:
+        """The slot's term, once a whole day was seen (before that the level alone)."""
+        return self.season[s] if self.n >= 1440 and self.season_n[s] >= 15 else 0.0
+
     def forecast(self, minute: float) -> tuple[float, float]:
         """(expected count, sigma) for the minute starting at ``minute``."""
         if self.level is None:
             return 0.0, 1.0
         s = self.slot(minute)
-        # use the seasonal term once this slot was seen on an earlier day (15 updates)
-        f = self.level + (self.season[s] if self.season_n[s] >= SLOT_SECONDS // 60 else 0.0)
+        f = self.level + self.trend + self._seasonal(s)
         f = max(f, 0.0)
-        return f, math.sqrt(self.var + max(f, 1.0))
+        return f, math.sqrt(max(self.var, f, 1.0))
 
     def update(self, minute: float, x: float) -> None:
         s = self.slot(minute)
@@ -63,8 +68,10 @@ class SeasonalBaseline:
         x = min(max(x, f - 3 * sigma), f + 3 * sigma)
         err = x - f
         self.var += self.alpha * (err * err - self.var)
-        seasonal = self.season[s] if self.season_n[s] >= SLOT_SECONDS // 60 else 0.0
-        self.level += self.alpha * (x - seasonal - self.level)
+        seasonal = self._seasonal(s)
+        prev = self.level
+        self.level = self.alpha * (x - seasonal) + (1 - self.alpha) * (prev + self.trend)
+        self.trend = 0.995 * (self.beta * (self.level - prev) + (1 - self.beta) * self.trend)
         self.season[s] += self.gamma * (x - self.level - self.season[s]) if self.season_n[s] \
             else (x - self.level)
         self.season_n[s] += 1
