@@ -167,11 +167,12 @@ def build_ua_pool(size: int, rng: random.Random) -> tuple[list[str], list[str]]:
             return (f"Mozilla/5.0 ({dev} {ios} like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
                     f"like Gecko) Version/{v} Mobile/{mobile} Safari/604.1")
         if r < 0.87:
-            v = rng.randrange(60, 133)
+            fv = rng.randrange(60, 133)
             plat = rng.choice(_WIN + _MAC + _LINUX)
             if rng.random() < 0.2:
                 plat = f"Android {rng.choice(_ANDROID_VERSIONS)}; Mobile"
-            return f"Mozilla/5.0 ({plat}; rv:{v}.0) Gecko/20100101 Firefox/{v}.{rng.randrange(3)}"
+            return (f"Mozilla/5.0 ({plat}; rv:{fv}.0) Gecko/20100101 "
+                    f"Firefox/{fv}.{rng.randrange(3)}")
         if r < 0.95:
             mac = rng.choice(_MAC)
             sv = f"{rng.randrange(12, 18)}.{rng.randrange(0, 7)}"
@@ -298,6 +299,7 @@ def generate(n: int, out: Path | None, seed: int, clients_n: int, v6_share: floa
     tail = iter(itertools.cycle(pool))
     client_ua = [rng.choice(head) if rng.random() < 0.3 else next(tail) for _ in clients]
     pages = make_pages(5000, rng)
+    deploys = [f"{rng.getrandbits(32):08x}" for _ in range(3)]  # asset hashes of 3 releases
     page_rank = Zipf(len(pages), 1.05, rng)
     client_rank = Zipf(len(clients), 0.35, rng)
     status_values = [s for s, _ in _STATUS]
@@ -332,8 +334,7 @@ def generate(n: int, out: Path | None, seed: int, clients_n: int, v6_share: floa
         c, _pages_left, last_page, assets_left = state
         ip, ua = clients[c], client_ua[c]
         if assets_left > 0:
-            path = rng.choice(_ASSETS).format(h=f"{rng.getrandbits(32):08x}",
-                                              n=rng.randrange(1, 300))
+            path = rng.choice(_ASSETS).format(h=rng.choice(deploys), n=rng.randrange(1, 300))
             ref = f"https://www.example.com{last_page}"
             method = "GET"
             state[3] -= 1
