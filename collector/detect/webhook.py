@@ -55,6 +55,9 @@ class Webhook:
                 payload = await self.queue.get()
                 try:
                     await self._deliver(http, payload)
+                except Exception as exc:  # never let one payload stop the sender
+                    self.failed += 1
+                    log.error("webhook_failed", host=self.host, error=type(exc).__name__)
                 finally:
                     self.queue.task_done()
 
@@ -72,7 +75,7 @@ class Webhook:
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = type(exc).__name__
             log.warning("webhook_attempt_failed", host=self.host, attempt=attempt,
-                        reason=reason, event=None)
+                        reason=reason, anomaly=payload.get("anomaly", {}).get("id"))
             if attempt < self.retries:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
         self.failed += 1
