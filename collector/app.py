@@ -33,24 +33,22 @@ from collector.dashboard import cookie_middleware
 from collector.detect import DetectorRunner
 from collector.enrich.geo import GeoEnricher
 from collector.enrich.ua import UAEnricher
-from collector.keys import KeyRing
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline, build_steps
 from collector.settings import Settings
 from collector.sources import http
 from collector.sources.syslog import SYSLOG, SyslogReceiver
-from collector.store import open_store
+from collector.store import open_keyring, open_store
 from masking.ip import weaker_than_default
 
 log = structlog.get_logger("lethelog.app")
 
 
 async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
-    s = app[SETTINGS].sessions
-    app[KEYRING] = KeyRing(app[SETTINGS].server.data_dir / "session-keys.json",
-                           s.key_rotation, s.key_retention)
-    app[KEYRING].current()
-    yield
+    # <data_dir>/session-keys.json, or (store.backend = "redis") shared by every collector
+    async with open_keyring(app[SETTINGS]) as ring:
+        app[KEYRING] = ring
+        yield
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -122,11 +122,23 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class StoreSettings:
-    backend: str = _opt("sqlite", "Where live records and aggregates live: sqlite (embedded).",
-                        "choice", choices=("sqlite",))
+    backend: str = _opt("sqlite", "Where live records live: sqlite (embedded) or redis (a Redis "
+                        "Cluster shared by many collectors).", "choice",
+                        choices=("sqlite", "redis"))
     readers: int = _opt(2, "Reader threads for queries against SQLite.", "int", min=1, max=64)
     fsync: bool = _opt(True, "fsync every commit (survives power loss); false: survives crashes.",
                        "bool")
+    redis_nodes: list[str] = _opt(["127.0.0.1:6379"], "Redis Cluster nodes (HOST:PORT) to "
+                                  "discover the cluster from (backend redis).", "list")
+    redis_username: str | None = _opt(None, "Redis ACL user (unset: the default user).", "str")
+    redis_password: Secret | None = _opt(None, "Redis password (AUTH); prefer the environment "
+                                         "variable to the file.", "secret")
+    redis_prefix: str = _opt("lethelog", "Prefix of every Redis key; deployments sharing a "
+                             "cluster need different ones.", "str")
+    redis_buckets: int = _opt(128, "Slots (hash tags) sessions are spread over; fixed once data "
+                              "exists.", "int", min=1, max=16384)
+    redis_timeout: float = _opt(5.0, "Redis connect and command timeout; a slower write is "
+                                "answered 503.", "duration", min=0.01)
 
 
 @dataclass(frozen=True)
@@ -695,11 +707,25 @@ def _cross_checks(s: Settings) -> None:
     if (s.server.tls_cert is None) != (s.server.tls_key is None):
         raise SettingsError("server.tls_cert: tls_cert and tls_key must be set together")
     _check_syslog(s.syslog)
+    _check_store(s.store)
     for section, f in all_settings():
         if f.metadata.get("kind") == "path" and section == "enrich":
             value = getattr(getattr(s, section), f.name)
             if value is not None and not Path(value).is_file():
                 raise SettingsError(f"enrich.{f.name}: file {str(value)!r} does not exist")
+
+
+def _check_store(st: StoreSettings) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", st.redis_prefix):
+        raise SettingsError(f"store.redis_prefix: expected letters, digits, _.:- (1-64), "
+                            f"got {st.redis_prefix!r}")
+    if st.backend == "redis" and not st.redis_nodes:
+        raise SettingsError("store.redis_nodes: the redis backend needs at least one HOST:PORT")
+    for node in st.redis_nodes:
+        try:
+            split_hostport(node)
+        except ValueError as exc:
+            raise SettingsError(f"store.redis_nodes: {exc}") from None
 
 
 def _check_syslog(y: SyslogSettings) -> None:

@@ -1,0 +1,453 @@
+"""Redis Cluster store: many stateless collectors share one state (``store.backend = "redis"``).
+
+Data model (see ``collector.store.redis_lua`` for every key): sessions are spread over
+``store.redis_buckets`` buckets by ``crc32(session key)``; each bucket's keys share the hash tag
+``{b<n>}``, so one bucket is one slot, and one Lua script updates a bucket's sessions, records and
+deadline sorted sets atomically. Any collector can therefore accept any record and any collector's
+sweeper can end any session. Per-source log clocks live in one hash (``<prefix>:{clock}``) that
+only moves forward.
+
+Writes keep the SQLite store's semantics: a bounded queue (``ingest.queue_size`` batches, else
+:class:`StoreBusy` → 503), one writer task that group-commits every waiting batch as one script
+call per touched bucket, sent as one pipeline per node; a caller hears back only after every node
+answered. Durability is what the cluster's persistence gives (see README ``## Scale-out``).
+
+Forgetting deletes with ``UNLINK``/``ZREM``/``HDEL`` inside the same scripts. Nothing raw is
+stored: records arrive masked; keys name buckets and pseudonymous session keys only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import secrets
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from redis import exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from collector.metrics import Metrics
+from collector.record import STORED_FIELDS, Record
+from collector.settings import Settings, SettingsError, split_hostport
+from collector.store.base import Store, StoreBusy, StoreStats, SweepResult, WriteResult
+from collector.store.redis_lua import SCRIPTS
+from collector.timefmt import rfc3339
+
+log = structlog.get_logger("lethelog.store.redis")
+
+COLUMNS: tuple[str, ...] = tuple(f for f in STORED_FIELDS if f != "session")
+_REAL = ("time", "request_time")
+_INT = ("status", "bytes", "asn")
+_BOOL = ("is_bot", "dnt", "is_anonymous_proxy", "is_vpn", "is_tor", "is_hosting")
+CHUNK = 2000  # records per script call: bounds how long one call holds a node
+SWEEP_MAX = 1000  # sessions ended per bucket per script call (the sweep loops while more)
+_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError,
+                rexc.TryAgainError, rexc.MasterDownError, rexc.BusyLoadingError,
+                rexc.ClusterError, rexc.RedisClusterException)
+
+
+class StoreUnavailable(StoreBusy):
+    """The cluster did not confirm the write: nothing was acknowledged, the shipper retries."""
+
+    def __init__(self, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__(retry_after)
+        self.args = (f"shared store unavailable: {reason}",)
+
+
+class NotOnThisBackend(web.HTTPNotImplemented):
+    """A feature that runs SQL on the embedded store, asked of the Redis backend: 501."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            body=orjson.dumps({"error": "this feature needs SQL over the live records and "
+                                        "aggregates, which only store.backend = \"sqlite\" has; "
+                                        "the redis backend serves ingest, /v1/records, /healthz "
+                                        "and /metrics"}),
+            content_type="application/json")
+
+
+class ClusterUnreachable(web.HTTPServiceUnavailable):
+    """``/healthz`` while the cluster does not answer: 503, naming no address."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(body=orjson.dumps({"status": "unavailable",
+                                            "store": f"redis cluster unreachable ({reason})"}),
+                         content_type="application/json")
+
+
+def connect(settings: Settings) -> RedisCluster:
+    """A cluster client for ``store.redis_nodes`` (not yet connected)."""
+    st = settings.store
+    nodes = [ClusterNode(*split_hostport(n)) for n in st.redis_nodes]
+    password = st.redis_password.reveal() if st.redis_password else None
+    return RedisCluster(startup_nodes=nodes, username=st.redis_username or None,
+                        password=password, socket_timeout=st.redis_timeout,
+                        socket_connect_timeout=st.redis_timeout, require_full_coverage=True)
+
+
+async def connected(settings: Settings) -> RedisCluster:
+    """Connect, or stop start-up with one line naming the setting (never a traceback)."""
+    client = connect(settings)
+    try:
+        await client.initialize()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+        raise SettingsError(
+            f"store.redis_nodes: cannot use the Redis Cluster at "
+            f"{', '.join(settings.store.redis_nodes)}: {type(exc).__name__}: {exc}"[:400]
+        ) from None
+    return client
+
+
+def encode(rec: Record) -> bytes:
+    """A stored record as compact JSON: its columns, nulls left out."""
+    out: dict[str, Any] = {}
+    for c in COLUMNS:
+        v = rec.get(c)
+        if v is None:
+            continue
+        if c in _REAL:
+            v = float(v)
+        elif c in _INT and isinstance(v, float) and v.is_integer():
+            v = int(v)
+        elif c in _BOOL:
+            v = bool(v)
+        out[c] = v
+    return orjson.dumps(out)
+
+
+def decode(raw: bytes, session: str | None) -> Record:
+    d = orjson.loads(raw)
+    rec: Record = {c: d.get(c) for c in COLUMNS}
+    rec["session"] = session
+    rec["time"] = rfc3339(rec["time"])
+    return rec
+
+
+class RedisStore(Store):
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        st = settings.store
+        self.prefix = st.redis_prefix
+        self.nbuckets = st.redis_buckets
+        self.client: RedisCluster | None = None
+        self._sha: dict[str, str] = {}
+        self._queue: asyncio.Queue[tuple[list[Record], asyncio.Future[WriteResult]] | None] = (
+            asyncio.Queue())
+        self._pending = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._live = (0, 0)  # (records, sessions) as of the last sweep
+        self._site_timeouts = {s.name: float(settings.for_site(s.name, "idle_timeout"))
+                               for s in settings.sites}
+        self._clock_key = f"{self.prefix}:{{clock}}"
+
+    # ------------------------------------------------------------------ naming
+
+    def bucket_of(self, key: str) -> int:
+        return zlib.crc32(key.encode("utf-8", "surrogatepass")) % self.nbuckets
+
+    def bucket(self, n: int) -> str:
+        return f"{self.prefix}:{{b{n}}}:"
+
+    def _timeout(self, site: str) -> float:
+        return self._site_timeouts.get(site, self.settings.sessions.idle_timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.client = await connected(self.settings)
+        meta = f"{self.prefix}:{{meta}}"
+        await self.client.hsetnx(meta, "buckets", self.nbuckets)
+        have = int(await self.client.hget(meta, "buckets") or 0)
+        if have != self.nbuckets:
+            await self.client.aclose()
+            raise SettingsError(
+                f"store.redis_buckets: the data under prefix {self.prefix!r} was written with "
+                f"{have} buckets, not {self.nbuckets}; keep {have} (or use another redis_prefix)")
+        await self._load_scripts()
+        self._writer = asyncio.create_task(self._run())
+        await self.sweep_counts()
+        self.metrics.gauge("lethelog_sessions_live", "Open sessions.", lambda: self._live[1])
+        self.metrics.gauge("lethelog_records_live", "Records held.", lambda: self._live[0])
+        self.metrics.gauge("lethelog_queue_depth", "Batches waiting for the writer.",
+                           lambda: self._pending)
+        log.info("store_opened", backend="redis", nodes=len(self.client.get_nodes()),
+                 prefix=self.prefix, buckets=self.nbuckets, records=self._live[0],
+                 sessions=self._live[1])
+
+    async def _load_scripts(self) -> None:
+        assert self.client is not None
+        for name, src in SCRIPTS.items():
+            sha = await self.client.script_load(src)  # loads on every primary
+            self._sha[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put_nowait(None)  # after every batch already accepted
+            await self._writer
+            self._writer = None
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+        log.info("store_closed", records=self._live[0], sessions=self._live[1])
+
+    # ------------------------------------------------------------------ script calls
+
+    async def _calls(self, name: str, calls: list[tuple[int, list[Any]]]) -> list[Any]:
+        """Run script ``name`` once per (bucket, args), pipelined per node; results in order.
+
+        A node that lost its script cache (restart, failover) gets the scripts again and only
+        the calls it refused are repeated (a refused call changed nothing)."""
+        assert self.client is not None, "store not started"
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for j in todo:
+                        b, args = calls[j]
+                        key = self.bucket(b) + "ids" if b >= 0 else self._clock_key
+                        pipe.execute_command("EVALSHA", self._sha[name], 1, key, *args)
+                    out = await pipe.execute(raise_on_error=False)
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(type(exc).__name__) from exc
+            retry = []
+            for j, res in zip(todo, out, strict=True):
+                if isinstance(res, rexc.NoScriptError) and attempt == 0:
+                    retry.append(j)
+                elif isinstance(res, _UNAVAILABLE):
+                    raise StoreUnavailable(type(res).__name__) from res
+                elif isinstance(res, Exception):
+                    raise res
+                else:
+                    results[j] = res
+            if not retry:
+                break
+            await self._load_scripts()
+            todo = retry
+        return results
+
+    # ------------------------------------------------------------------ writes
+
+    async def write(self, records: list[Record]) -> WriteResult:
+        if not records:
+            return WriteResult()
+        if self._writer is None:
+            raise RuntimeError("store not started")
+        if self._pending >= self.settings.ingest.queue_size:
+            raise StoreBusy(retry_after=1.0)
+        self._pending += 1
+        fut: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((records, fut))
+        return await asyncio.shield(fut)
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            jobs = [item]
+            stop = False
+            while len(jobs) < 256 and not self._queue.empty():  # group commit
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                jobs.append(nxt)
+            try:
+                results = await self._write_jobs([batch for batch, _ in jobs])
+            except BaseException as exc:
+                log.error("store_write_failed", error=type(exc).__name__)
+                for _, fut in jobs:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            else:
+                for (_, fut), res in zip(jobs, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(res)
+            finally:
+                self._pending -= len(jobs)
+            if stop:
+                return
+
+    async def _write_jobs(self, batches: list[list[Record]]) -> list[WriteResult]:
+        wall = time.time()
+        results = [WriteResult() for _ in batches]
+        groups: dict[int, list[Record]] = defaultdict(list)
+        newest: dict[str, float] = {}
+        for res, batch in zip(results, batches, strict=True):
+            for rec in batch:
+                if rec.get("aggregate_only"):
+                    continue  # DNT/GPC: counted in aggregates (SQLite only), never kept
+                src = rec.get("source") or "local"
+                if rec["time"] > newest.get(src, float("-inf")):
+                    newest[src] = float(rec["time"])
+                groups[self.bucket_of(rec["session_key"])].append(rec)
+                res.stored += 1
+        if not groups:
+            return results
+        old, new = await self._advance_clocks(newest)
+        clock_args: list[Any] = [len(new)]
+        for src, clock in new.items():
+            clock_args += [src, old.get(src, ""), clock]
+        calls: list[tuple[int, list[Any]]] = []
+        for b, recs in groups.items():
+            for start in range(0, len(recs), CHUNK):
+                part = recs[start:start + CHUNK]
+                args: list[Any] = [self.bucket(b), repr(wall), secrets.token_hex(16), SWEEP_MAX,
+                                   *clock_args, len(part)]
+                for rec in part:
+                    site = rec.get("site") or "default"
+                    args += [rec["session_key"], repr(float(rec["time"])),
+                             rec.get("source") or "local", site, repr(self._timeout(site)),
+                             encode(rec)]
+                calls.append((b, args))
+        started = ended = deleted = 0
+        for out in await self._calls("write", calls):
+            started, ended, deleted = started + out[1], ended + out[2], deleted + out[3]
+        results[-1].sessions_ended += ended
+        results[-1].records_deleted += deleted
+        self.metrics.inc("lethelog_sessions_started_total", started)
+        self._count_ended(ended, deleted)
+        return results
+
+    async def _advance_clocks(self, newest: dict[str, float]
+                              ) -> tuple[dict[str, str], dict[str, str]]:
+        args: list[Any] = []
+        for src, t in newest.items():
+            args += [src, repr(t)]
+        old, new = (await self._calls("clocks", [(-1, args)]))[0]
+        return _pairs(old), _pairs(new)
+
+    def _count_ended(self, sessions: int, records: int) -> None:
+        if sessions:
+            self.metrics.inc("lethelog_sessions_ended_total", sessions)
+        if records:
+            self.metrics.inc("lethelog_records_deleted_total", records)
+
+    # ------------------------------------------------------------------ forgetting
+
+    async def sweep(self, now: float) -> SweepResult:
+        assert self.client is not None, "store not started"
+        try:
+            clocks = _pairs(await self.client.hgetall(self._clock_key))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        clock_args: list[Any] = [len(clocks)]
+        for src, c in clocks.items():
+            clock_args += [src, c]
+        result = SweepResult()
+        todo = list(range(self.nbuckets))
+        live: dict[int, tuple[int, int]] = {}
+        while todo:
+            calls = [(b, [self.bucket(b), repr(now), SWEEP_MAX, *clock_args]) for b in todo]
+            outs = await self._calls("sweep", calls)
+            again = []
+            for b, (ended, deleted, more, recs, sess) in zip(todo, outs, strict=True):
+                result.sessions_ended += ended
+                result.records_deleted += deleted
+                live[b] = (recs, sess)
+                if more:
+                    again.append(b)
+            todo = again
+        self._live = (sum(r for r, _ in live.values()), sum(s for _, s in live.values()))
+        self._count_ended(result.sessions_ended, result.records_deleted)
+        return result
+
+    async def sweep_counts(self) -> None:
+        """Refresh the live record and session counts (also done by every sweep)."""
+        assert self.client is not None
+        async with self.client.pipeline(transaction=False) as pipe:
+            for b in range(self.nbuckets):
+                pipe.hmget(self.bucket(b) + "stat", ["records", "sessions"])
+            out = await pipe.execute()
+        self._live = (sum(int(r or 0) for r, _ in out), sum(int(s or 0) for _, s in out))
+
+    async def erase(self, session_ids: list[str] | None = None, keys: list[str] | None = None
+                    ) -> SweepResult:
+        ids, by_bucket = list(session_ids or []), defaultdict(list)
+        for k in keys or []:
+            by_bucket[self.bucket_of(k)].append(k)
+        buckets = range(self.nbuckets) if ids else sorted(by_bucket)
+        calls = [(b, [self.bucket(b), len(ids), *ids, len(by_bucket[b]), *by_bucket[b]])
+                 for b in buckets]
+        result = SweepResult()
+        for ended, deleted in await self._calls("erase", calls) if calls else []:
+            result.sessions_ended += ended
+            result.records_deleted += deleted
+        self._count_ended(result.sessions_ended, result.records_deleted)
+        return result
+
+    # ------------------------------------------------------------------ reads
+
+    async def records(self, limit: int, session: str | None = None,
+                      sites: frozenset[str] | None = None) -> list[Record]:
+        if sites is not None and not sites:
+            return []
+        if session is not None:
+            return await self._session_records(limit, session, sites)
+        wanted = sorted(sites) if sites is not None else []
+        calls = [(b, [self.bucket(b), limit, len(wanted), *wanted])
+                 for b in range(self.nbuckets)]
+        cands: list[tuple[float, int, bytes]] = []
+        for b, flat in enumerate(await self._calls("top", calls)):
+            cands.extend((float(flat[j + 1]), b, flat[j]) for j in range(0, len(flat), 2))
+        top = heapq.nlargest(limit, cands, key=lambda c: c[0])
+        by_bucket: dict[int, list[int]] = defaultdict(list)
+        for pos, (_, b, _) in enumerate(top):
+            by_bucket[b].append(pos)
+        fetch = [(b, [self.bucket(b), *(top[p][2] for p in ps)]) for b, ps in by_bucket.items()]
+        found: dict[int, Record] = {}
+        for (b, _), flat in zip(fetch, await self._calls("fetch", fetch), strict=True):
+            for j, pos in enumerate(by_bucket[b]):
+                raw, sid = flat[2 * j], flat[2 * j + 1]
+                if raw:  # gone since the first round trip: skipped
+                    found[pos] = decode(raw, sid.decode() if sid else None)
+        return [found[p] for p in range(len(top)) if p in found]
+
+    async def _session_records(self, limit: int, session: str, sites: frozenset[str] | None
+                               ) -> list[Record]:
+        calls = [(b, [self.bucket(b), session]) for b in range(self.nbuckets)]
+        rows = [r for out in await self._calls("session", calls) for r in out]
+        times = [orjson.loads(raw) for raw in rows]
+        order = sorted(range(len(rows)), key=lambda j: -times[j]["time"])
+        recs = [decode(rows[j], session) for j in order]
+        if sites is not None:
+            recs = [r for r in recs if r.get("site") in sites]
+        return recs[:limit]
+
+    async def read(self, fn: Callable[[Any], Any]) -> Any:
+        """SQL features (queries, aggregates, admin listings) need the SQLite backend."""
+        raise NotOnThisBackend()
+
+    async def stats(self) -> StoreStats:
+        try:
+            await self.sweep_counts()
+        except _UNAVAILABLE as exc:
+            raise ClusterUnreachable(type(exc).__name__) from None
+        return StoreStats(records=self._live[0], sessions=self._live[1],
+                          queue_depth=self._pending,
+                          extra={"prefix": self.prefix, "buckets": self.nbuckets})
+
+
+def _str(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _pairs(flat: Iterable[Any] | dict[Any, Any]) -> dict[str, str]:
+    if isinstance(flat, dict):
+        return {_str(k): _str(v) for k, v in flat.items()}
+    items = [_str(x) for x in flat]
+    return dict(zip(items[::2], items[1::2], strict=True))
