@@ -1,7 +1,7 @@
 """``/dashboard``: the security team's live view (security role), served entirely by lethelog.
 
-* ``GET/POST /dashboard/login`` (public: a form, no data): a token with the security role opens
-  a dashboard login (see ``collector.dashboard.sessions``); ``POST /dashboard/logout`` ends it.
+* ``GET/POST /dashboard/login`` and ``/dashboard/login.css`` (public: a form, no data): a token
+  with the security role opens a dashboard login (see ``collector.dashboard.sessions``); ``POST /dashboard/logout`` ends it.
 * ``GET /dashboard`` and ``/dashboard/static/*``: the page and its assets.
 * ``GET /dashboard/api/summary?start=&end=``: everything the page shows, k-anonymous, audited.
 * ``GET /dashboard/api/stream``: server-sent events (a tick per detector pass, anomalies opened
@@ -32,7 +32,7 @@ from collector.auth import PRINCIPAL, PUBLIC, TOKENS, Handler, authenticate, bea
 from collector.dashboard.sessions import COOKIE, DashboardLogins
 
 LOGINS: web.AppKey[DashboardLogins] = web.AppKey("dashboard_logins", DashboardLogins)
-STATIC = {"app.js": "text/javascript", "app.css": "text/css", "login.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 TOP = 10
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -76,6 +76,12 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 @requires(PUBLIC)
+async def login_css(request: web.Request) -> web.Response:
+    return web.Response(body=_asset("login.css"), content_type="text/css", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+@requires(PUBLIC)
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     token = str(form.get("token", "")).strip()
@@ -88,18 +94,18 @@ async def login(request: web.Request) -> web.StreamResponse:
         return web.Response(body=body, status=status, content_type="text/html", charset="utf-8",
                             headers=SECURITY_HEADERS)
     sid = request.app[LOGINS].create(token, principal.name)
-    resp = web.HTTPSeeOther("/dashboard")
+    resp = web.Response(status=303, headers={"Location": "/dashboard", **SECURITY_HEADERS})
     resp.set_cookie(COOKIE, sid, path="/dashboard", httponly=True, samesite="Strict",
-                    secure=request.secure, max_age=None)
-    raise resp
+                    secure=request.secure)
+    return resp
 
 
 @requires("security")
 async def logout(request: web.Request) -> web.StreamResponse:
     request.app[LOGINS].end(request.cookies.get(COOKIE))
-    resp = web.HTTPSeeOther("/dashboard/login")
+    resp = web.Response(status=303, headers={"Location": "/dashboard/login"})
     resp.del_cookie(COOKIE, path="/dashboard")
-    raise resp
+    return resp
 
 
 @requires("security")
@@ -198,6 +204,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/dashboard/", page)
     app.router.add_get("/dashboard/login", login_form)
     app.router.add_post("/dashboard/login", login)
+    app.router.add_get("/dashboard/login.css", login_css)
     app.router.add_post("/dashboard/logout", logout)
     app.router.add_get("/dashboard/static/{name}", static)
     app.router.add_get("/dashboard/api/summary", summary)
