@@ -1,7 +1,8 @@
 """``/dashboard``: the security team's live view (security role), served entirely by lethelog.
 
 * ``GET/POST /dashboard/login`` and ``/dashboard/login.css`` (public: a form, no data): a token
-  with the security role opens a dashboard login (see ``collector.dashboard.sessions``); ``POST /dashboard/logout`` ends it.
+  with the security role opens a dashboard login (see ``collector.dashboard.sessions``);
+  ``POST /dashboard/logout`` ends it.
 * ``GET /dashboard`` and ``/dashboard/static/*``: the page and its assets.
 * ``GET /dashboard/api/summary?start=&end=``: everything the page shows, k-anonymous, audited.
 * ``GET /dashboard/api/stream``: server-sent events (a tick per detector pass, anomalies opened
