@@ -259,7 +259,7 @@ class SQLiteStore(Store):
                 ended.append(touch.ended)
                 touched.pop(touch.ended.sid, None)
             touched[s.sid] = s
-            rows.append((s.sid, *(_col(rec, c) for c in COLUMNS)))
+            rows.append(_row(s.sid, rec))
             sids.append(s.sid)
         self.aggregates.add(records, sids)
         conn.executemany(_INSERT, rows)
@@ -398,6 +398,23 @@ class SQLiteStore(Store):
         return StoreStats(records=self._records, sessions=len(self.table),
                           queue_depth=self._pending_writes,
                           extra={"path": str(self.path)})
+
+
+_LANGUAGES = COLUMNS.index("languages") + 1  # positions in a row, after sid
+_BOOL_AT = tuple(COLUMNS.index(b) + 1 for b in sorted(_BOOL))
+
+
+def _row(sid: int, rec: Record) -> list[Any]:
+    """The INSERT parameters of one record: ``_col`` of every column, without a call each."""
+    row = [sid, *map(rec.get, COLUMNS)]
+    langs = row[_LANGUAGES]
+    if langs is not None:
+        row[_LANGUAGES] = orjson.dumps(langs).decode()
+    for i in _BOOL_AT:  # sqlite3 stores True/False as 1/0 already; anything else is coerced
+        v = row[i]
+        if v is not None and v.__class__ is not bool:
+            row[i] = 1 if v else 0
+    return row
 
 
 def _col(rec: Record, name: str) -> Any:
