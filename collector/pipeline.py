@@ -202,10 +202,12 @@ class Shape:
         self.fields = tuple(f for f in STORED_FIELDS if f not in ("session", "source"))
 
     def __call__(self, rec: Record) -> Record:
-        out = {f: rec.get(f) for f in self.fields}
-        for f, v in out.items():
-            if v == "" or (v == "-" and f in ("method", "host", "protocol")):
-                out[f] = None  # unknown is null, never an empty-string guess
+        values = list(map(rec.get, self.fields))
+        out = dict(zip(self.fields, values, strict=True))
+        if "" in values or "-" in values:  # rare: one scan instead of a test per field
+            for f, v in out.items():
+                if v == "" or (v == "-" and f in ("method", "host", "protocol")):
+                    out[f] = None  # unknown is null, never an empty-string guess
         out["source"] = rec.get("_source") or self.source
         out["session_key"] = rec["session_key"]
         if rec.get("aggregate_only"):
