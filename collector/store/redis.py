@@ -67,10 +67,10 @@ class NotOnThisBackend(web.HTTPNotImplemented):
 
     def __init__(self) -> None:
         super().__init__(
-            body=orjson.dumps({"error": "this feature needs SQL over the live records and "
+            text=orjson.dumps({"error": "this feature needs SQL over the live records and "
                                         "aggregates, which only store.backend = \"sqlite\" has; "
                                         "the redis backend serves ingest, /v1/records, /healthz "
-                                        "and /metrics"}),
+                                        "and /metrics"}).decode(),
             content_type="application/json")
 
 
@@ -78,9 +78,9 @@ class ClusterUnreachable(web.HTTPServiceUnavailable):
     """``/healthz`` while the cluster does not answer: 503, naming no address."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(body=orjson.dumps({"status": "unavailable",
-                                            "store": f"redis cluster unreachable ({reason})"}),
-                         content_type="application/json")
+        super().__init__(text=orjson.dumps({"status": "unavailable",
+                                            "store": f"redis cluster unreachable ({reason})"}
+                                           ).decode(), content_type="application/json")
 
 
 def connect(settings: Settings) -> RedisCluster:

@@ -1,0 +1,232 @@
+"""Scale-out end to end: collectors (``create_app``) sharing one real three-node Redis Cluster.
+
+* Records of one visitor posted alternately to two collectors form ONE session; a session ended
+  by either collector's sweeper is gone for both.
+* The elastic sample log leaves exactly the same live records on Redis as on SQLite.
+* No raw client address in any Redis key or value, nor in the nodes' files (AOF on).
+* SQL-only features answer 501 on the redis backend; /healthz and /metrics work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from collector.app import create_app
+from collector.appkeys import STORE
+from tests.conftest import log_fixture
+from tests.redis_cluster import RedisClusterProcs
+from tests.service import all_files, files_containing, make_settings
+from tests.test_service_ingest import expected_live, parse_elastic
+
+_prefix = itertools.count()
+AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcs]:
+    c = RedisClusterProcs.start(tmp_path_factory.mktemp("redis-service"))
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def redis_values(cluster: RedisClusterProcs, prefix: str | None = None,
+                 **more: Any) -> dict[str, Any]:
+    return {"store.backend": "redis", "store.redis_nodes": ",".join(cluster.nodes),
+            "store.redis_prefix": prefix or f"svc{next(_prefix)}", **more}
+
+
+class Collectors:
+    def __init__(self) -> None:
+        self.clients: list[TestClient[Any, Any]] = []
+
+    async def start(self, data_dir: Path, **values: Any) -> TestClient[Any, Any]:
+        app: web.Application = create_app(make_settings(data_dir, **values))
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
+        await client.start_server()
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+async def collectors() -> AsyncIterator[Collectors]:
+    c = Collectors()
+    yield c
+    for client in c.clients:
+        await client.close()
+
+
+def clf(ip: str, t: float, path: str, agent: str = AGENT) -> str:
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(t))
+    return f'{ip} - - [{stamp}] "GET {path} HTTP/1.1" 200 512 "-" "{agent}"'
+
+
+async def post(client: TestClient[Any, Any], lines: list[str]) -> dict[str, Any]:
+    resp = await client.post("/v1/logs?format=combined", data="\n".join(lines).encode(),
+                             headers={"Content-Type": "text/plain"})
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def records(client: TestClient[Any, Any]) -> list[dict[str, Any]]:
+    resp = await client.get("/v1/records?limit=1000000")
+    assert resp.status == 200
+    return [orjson.loads(line) for line in (await resp.read()).splitlines() if line]
+
+
+async def metric(client: TestClient[Any, Any], name: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+async def test_two_collectors_share_sessions_and_forgetting(
+        tmp_path: Path, cluster: RedisClusterProcs, collectors: Collectors) -> None:
+    shared = redis_values(cluster, **{"sessions.idle_timeout": "3s"})
+    a = await collectors.start(tmp_path / "a", **shared, **{"sessions.sweep_interval": "1h"})
+    b = await collectors.start(tmp_path / "b", **shared, **{"sessions.sweep_interval": "0.1s"})
+    now = time.time()
+    for i in range(6):  # one visitor, shipped alternately through both collectors
+        body = await post((a, b)[i % 2], [clf("203.0.113.77", now, f"/step{i}")])
+        assert body["accepted"] == 1
+    await post(a, [clf("203.0.113.78", now, "/someone-else")])
+    for client in (a, b):
+        rows = await records(client)
+        mine = [r for r in rows if r["path"].startswith("/step")]
+        assert sorted(r["path"] for r in mine) == [f"/step{i}" for i in range(6)]
+        assert len({r["session"] for r in mine}) == 1, "one visitor, one session"
+        assert {r["ip"] for r in mine} == {"203.0.113.0"}
+        other = [r for r in rows if r["path"] == "/someone-else"]
+        assert len(other) == 1 and other[0]["session"] != mine[0]["session"]
+    # b's sweeper (a never sweeps) ends both sessions on the wall clock: gone for both.
+    deadline = time.time() + 10
+    while await records(a) and time.time() < deadline:
+        await asyncio.sleep(0.2)
+    assert await records(a) == [] and await records(b) == []
+    assert await metric(b, "lethelog_sessions_ended_total") == 2
+    assert await metric(a, "lethelog_sessions_ended_total") == 0
+    # And the other way round: a's sweep ends what b accepted.
+    await post(b, [clf("198.51.100.9", time.time(), "/late")])
+    assert [r["path"] for r in await records(a)] == ["/late"]
+    result = await a.server.app[STORE].sweep(time.time() + 60)
+    assert (result.sessions_ended, result.records_deleted) == (1, 1)
+    assert await records(b) == []
+
+
+async def test_elastic_log_leaves_the_same_live_records_as_sqlite(
+        tmp_path: Path, cluster: RedisClusterProcs, collectors: Collectors) -> None:
+    path = log_fixture("elastic-examples_apache_logs")
+    lines = path.read_bytes().splitlines()
+    prefix = f"elastic{next(_prefix)}"
+    lite = await collectors.start(tmp_path / "sqlite")
+    red = await collectors.start(tmp_path / "redis", **redis_values(cluster, prefix))
+    # In chunks, so sessions cross batches: joins, splits and log-clock expiry between writes.
+    for start in range(0, len(lines), 1500):
+        chunk = b"\n".join(lines[start:start + 1500])
+        for client in (lite, red):
+            resp = await client.post("/v1/logs", data=chunk,
+                                     headers={"Content-Type": "text/plain"})
+            assert resp.status == 200
+    for client in (lite, red):
+        await client.server.app[STORE].sweep(time.time())
+    got_lite, got_red = await records(lite), await records(red)
+    want = expected_live(parse_elastic(path), 1800.0)
+    assert 0 < len(got_red) < 1000 and len(got_red) == len(got_lite)
+    assert len(got_red) == want, (len(got_red), want)
+
+    def fingerprint(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted((r["time"], r["ip"], r["path"], r["status"], r["browser"]) for r in rows)
+
+    assert fingerprint(got_red) == fingerprint(got_lite)
+    # Sessions group the same records on both backends (ids differ, the partition must not).
+    def partition(rows: list[dict[str, Any]]) -> set[frozenset[tuple[Any, ...]]]:
+        groups: dict[str, set[tuple[Any, ...]]] = {}
+        for r in rows:
+            groups.setdefault(r["session"], set()).add((r["time"], r["ip"], r["path"]))
+        return {frozenset(g) for g in groups.values()}
+
+    assert partition(got_red) == partition(got_lite)
+    assert await metric(red, "lethelog_records_live") == len(got_lite)
+    assert (await metric(red, "lethelog_records_deleted_total")
+            == await metric(lite, "lethelog_records_deleted_total") == 9999 - len(got_lite))
+    health = await (await red.get("/healthz")).json()
+    assert health["store"]["backend"] == "RedisStore"
+    assert health["store"]["records"] == len(got_lite)
+
+    # No raw client address anywhere in Redis: every key of every node, every value dumped.
+    ips = sorted({ip for ip, _, _ in parse_elastic(path)})
+    dump = tmp_path / "redis-dump.bin"
+    with open(dump, "wb") as out:
+        for port in cluster.ports:
+            node = Redis(host="127.0.0.1", port=port)
+            try:
+                async for key in node.scan_iter(match=f"{prefix}:*", count=1000):
+                    kind = (await node.type(key)).decode()
+                    out.write(key + b"\n" + kind.encode() + b"\n")
+                    out.write((await node.dump(key)) or b"")
+                    value: Any
+                    if kind == "string":
+                        value = await node.get(key)
+                    elif kind == "hash":
+                        value = await node.hgetall(key)
+                    elif kind == "list":
+                        value = await node.lrange(key, 0, -1)
+                    elif kind == "zset":
+                        value = await node.zrange(key, 0, -1, withscores=True)
+                    else:
+                        value = await node.smembers(key)
+                    out.write(repr(value).encode() + b"\n")
+            finally:
+                await node.aclose()
+    text = dump.read_bytes()
+    assert text.count(b"\nlist\n") >= 1 and b'"ip":"' in text, "the dump holds the records"
+    masked = {r["ip"] for r in got_red}
+    assert any(m.encode() in text for m in masked), "masked addresses are there"
+    files = [dump, *cluster.files(), *all_files(tmp_path / "redis")]
+    assert any("appendonly" in str(f) for f in files), "the nodes' AOF files are searched"
+    leaked = files_containing(files, ips)
+    # A raw address that equals its own masked form (x.y.z.0) is not a leak.
+    leaked = {ip: f for ip, f in leaked.items() if not ip.endswith(".0")}
+    assert leaked == {}
+
+
+async def test_sql_features_answer_501_and_operations_work(
+        tmp_path: Path, cluster: RedisClusterProcs, collectors: Collectors) -> None:
+    red = await collectors.start(tmp_path / "r", **redis_values(cluster))
+    await post(red, [clf("192.0.2.10", time.time(), "/x")])
+    for url in ("/v1/aggregates?by=country", "/v1/query?q=%7C%20count",
+                "/v1/admin/sessions"):
+        resp = await red.get(url)
+        assert resp.status == 501, (url, resp.status, await resp.text())
+        assert "sqlite" in (await resp.json())["error"]
+    health = await red.get("/healthz")
+    assert health.status == 200
+    assert (await health.json())["store"]["records"] == 1
+    assert await metric(red, "lethelog_records_accepted_total") == 1
+    assert await metric(red, "lethelog_sessions_live") >= 0
+
+
+async def test_unreachable_cluster_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    from collector.settings import SettingsError
+
+    settings = make_settings(tmp_path / "d", **{"store.backend": "redis",
+                                                "store.redis_nodes": "127.0.0.1:1",
+                                                "store.redis_timeout": "0.5s"})
+    app = create_app(settings)
+    with pytest.raises(SettingsError, match=r"^store\.redis_nodes: cannot use the Redis"):
+        async with TestServer(app):
+            pass
