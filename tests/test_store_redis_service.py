@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import re
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,14 @@ from collector.app import create_app
 from collector.appkeys import STORE
 from tests.conftest import log_fixture
 from tests.redis_cluster import RedisClusterProcs
-from tests.service import all_files, files_containing, make_settings
+from tests.service import (
+    ROOT,
+    ServiceProcess,
+    all_files,
+    files_containing,
+    free_port,
+    make_settings,
+)
 from tests.test_service_ingest import expected_live, parse_elastic
 
 _prefix = itertools.count()
@@ -230,3 +241,52 @@ async def test_unreachable_cluster_stops_start_up_with_one_line(tmp_path: Path) 
     with pytest.raises(SettingsError, match=r"^store\.redis_nodes: cannot use the Redis"):
         async with TestServer(app):
             pass
+
+
+def _http(url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                 headers={"Content-Type": "text/plain"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status, resp.read()
+
+
+def test_two_serve_processes_share_one_cluster(tmp_path: Path,
+                                               cluster: RedisClusterProcs) -> None:
+    env = {"LETHELOG_STORE_BACKEND": "redis", "LETHELOG_STORE_REDIS_NODES": cluster.nodes[0],
+           "LETHELOG_STORE_REDIS_PREFIX": f"proc{next(_prefix)}"}
+    one = ServiceProcess(tmp_path / "one", tmp_path / "one.log", env=env)
+    two = ServiceProcess(tmp_path / "two", tmp_path / "two.log", env=env)
+    try:
+        now = time.time()
+        for i, svc in enumerate((one, two, one)):
+            status, body = _http(f"{svc.url}/v1/logs?format=combined",
+                                 clf("203.0.113.200", now, f"/p{i}").encode())
+            assert status == 200 and orjson.loads(body)["accepted"] == 1
+        status, body = _http(f"{two.url}/v1/records?limit=10")
+        rows = [orjson.loads(x) for x in body.splitlines() if x]
+        assert sorted(r["path"] for r in rows) == ["/p0", "/p1", "/p2"]
+        assert len({r["session"] for r in rows}) == 1
+        status, body = _http(f"{one.url}/healthz")
+        assert orjson.loads(body)["store"]["records"] == 3
+    finally:
+        codes = [one.stop(), two.stop()]
+    assert codes == [0, 0], "SIGTERM is a clean shutdown"
+    logs = [p.read_text() for p in (tmp_path / "one.log", tmp_path / "two.log")]
+    assert all('"store_closed"' in log for log in logs)
+    files = all_files(tmp_path / "one", tmp_path / "two", tmp_path / "one.log",
+                      tmp_path / "two.log")
+    assert files_containing(files, ["203.0.113.200"]) == {}
+
+
+def test_serve_with_an_unreachable_cluster_exits_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHELOG_")}
+    env.update({"PYTHONPATH": str(ROOT), "LETHELOG_STORE_BACKEND": "redis",
+                "LETHELOG_STORE_REDIS_NODES": "127.0.0.1:1",
+                "LETHELOG_STORE_REDIS_TIMEOUT": "0.5s"})
+    out = subprocess.run([sys.executable, "-m", "collector", "serve", "--listen",
+                          f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d")],
+                         capture_output=True, env=env, timeout=60)
+    assert out.returncode == 2
+    last = out.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("lethelog: bad setting: store.redis_nodes: cannot use the Redis")
+    assert "Traceback" not in out.stderr.decode()
