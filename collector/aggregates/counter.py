@@ -86,12 +86,14 @@ class Aggregator:
             session_groups = seen.setdefault(sid, set()) if sid is not None else None
             recent = minute > self.newest - ACTIVE_WINDOW * 60
             act = self.active.setdefault(minute, {}) if recent and sid is not None else None
+            deltas = _deltas(rec, status)  # the same increments go to every group's row
             for dim, value in vals:
                 key = (minute, site, dim, value)
                 row = pending.get(key)
                 if row is None:
                     row = pending[key] = [0.0] * _N
-                _count(row, rec, status)
+                for i, v in deltas:
+                    row[i] += v
                 if session_groups is not None and (dim, value) not in session_groups:
                     session_groups.add((dim, value))
                     row[_I_NEW] += 1
@@ -161,31 +163,33 @@ class Aggregator:
                             (site, dim, value), set()).add(rec["path_template"])
 
 
-def _count(row: list[float], rec: Record, status: int) -> None:
-    row[_I_REQ] += 1
+def _deltas(rec: Record, status: int) -> list[tuple[int, float]]:
+    """(counter index, increment) pairs of one record."""
+    out: list[tuple[int, float]] = [(_I_REQ, 1)]
     b = rec.get("bytes")
     if isinstance(b, int) and b > 0:
-        row[_I_BYTES] += b
+        out.append((_I_BYTES, b))
     if 100 <= status < 600:
-        row[_I_CLASS[status // 100 - 1]] += 1
+        out.append((_I_CLASS[status // 100 - 1], 1))
         if status == 401:
-            row[_I_S401] += 1
+            out.append((_I_S401, 1))
         elif status == 403:
-            row[_I_S403] += 1
+            out.append((_I_S403, 1))
         elif status == 404:
-            row[_I_S404] += 1
+            out.append((_I_S404, 1))
     if rec.get("is_bot"):
-        row[_I_BOTS] += 1
+        out.append((_I_BOTS, 1))
     for flag, i in _I_ANON.items():
         if rec.get(flag):
-            row[i] += 1
+            out.append((i, 1))
     rt = rec.get("request_time")
     if isinstance(rt, int | float) and rt >= 0:
-        row[_I_RTC] += 1
-        row[_I_RTS] += rt
+        out.append((_I_RTC, 1))
+        out.append((_I_RTS, rt))
         for j, edge in enumerate(RT_EDGES):
             if rt <= edge:
-                row[_I_RT0 + j] += 1
+                out.append((_I_RT0 + j, 1))
                 break
         else:
-            row[_I_RT0 + len(RT_EDGES)] += 1
+            out.append((_I_RT0 + len(RT_EDGES), 1))
+    return out

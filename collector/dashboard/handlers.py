@@ -1,7 +1,7 @@
 """``/dashboard``: the security team's live view (security role), served entirely by lethelog.
 
-* ``GET/POST /dashboard/login`` and ``/dashboard/login.css`` (public: a form, no data): a token
-  with the security role opens a dashboard login (see ``collector.dashboard.sessions``);
+* ``GET/POST /dashboard/login`` (public: a form and, with ``?style``, its stylesheet; no data): a
+  token with the security role opens a dashboard login (see ``collector.dashboard.sessions``);
   ``POST /dashboard/logout`` ends it.
 * ``GET /dashboard`` and ``/dashboard/static/*``: the page and its assets.
 * ``GET /dashboard/api/summary?start=&end=``: everything the page shows, k-anonymous, audited.
@@ -73,13 +73,11 @@ def _page(name: str) -> web.Response:
 
 @requires(PUBLIC)
 async def login_form(request: web.Request) -> web.Response:
+    """The sign-in form, or (``?style``) its stylesheet: the only public route of the dashboard."""
+    if "style" in request.query:
+        return web.Response(body=_asset("login.css"), content_type="text/css", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
     return _page("login.html")
-
-
-@requires(PUBLIC)
-async def login_css(request: web.Request) -> web.Response:
-    return web.Response(body=_asset("login.css"), content_type="text/css", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
 
 
 @requires(PUBLIC)
@@ -205,7 +203,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/dashboard/", page)
     app.router.add_get("/dashboard/login", login_form)
     app.router.add_post("/dashboard/login", login)
-    app.router.add_get("/dashboard/login.css", login_css)
     app.router.add_post("/dashboard/logout", logout)
     app.router.add_get("/dashboard/static/{name}", static)
     app.router.add_get("/dashboard/api/summary", summary)
