@@ -109,19 +109,18 @@ async def connected(settings: Settings) -> RedisCluster:
 
 
 def encode(rec: Record) -> bytes:
-    """A stored record as compact JSON: its columns, nulls left out."""
-    out: dict[str, Any] = {}
-    for c in COLUMNS:
-        v = rec.get(c)
-        if v is None:
-            continue
-        if c in _REAL:
-            v = float(v)
-        elif c in _INT and isinstance(v, float) and v.is_integer():
-            v = int(v)
-        elif c in _BOOL:
-            v = bool(v)
-        out[c] = v
+    """A stored record as compact JSON: its columns, nulls left out (SQLite's column types)."""
+    out = {c: v for c in COLUMNS if (v := rec.get(c)) is not None}
+    for c in _REAL:
+        if c in out:
+            out[c] = float(out[c])
+    for c in _INT:
+        v = out.get(c)
+        if isinstance(v, float) and v.is_integer():
+            out[c] = int(v)
+    for c in _BOOL:
+        if c in out:
+            out[c] = bool(out[c])
     return orjson.dumps(out)
 
 
@@ -303,17 +302,20 @@ class RedisStore(Store):
         for src, clock in new.items():
             clock_args += [src, old.get(src, ""), clock]
         calls: list[tuple[int, list[Any]]] = []
+        timeouts: dict[str, str] = defaultdict(lambda: "")
+        for site in {r.get("site") or "default" for recs in groups.values() for r in recs}:
+            timeouts[site] = repr(float(self._timeout(site)))
         for b, recs in groups.items():
             for start in range(0, len(recs), CHUNK):
                 part = recs[start:start + CHUNK]
-                args: list[Any] = [self.bucket(b), repr(wall), secrets.token_hex(16), SWEEP_MAX,
-                                   *clock_args, len(part)]
+                rows = []
                 for rec in part:
                     site = rec.get("site") or "default"
-                    args += [rec["session_key"], repr(float(rec["time"])),
-                             rec.get("source") or "local", site, repr(self._timeout(site)),
-                             encode(rec)]
-                calls.append((b, args))
+                    rows.append((rec["session_key"], repr(float(rec["time"])),
+                                 rec.get("source") or "local", site, timeouts[site],
+                                 encode(rec).decode()))
+                calls.append((b, [self.bucket(b), repr(wall), secrets.token_hex(16), SWEEP_MAX,
+                                  *clock_args, orjson.dumps(rows)]))
         started = ended = deleted = 0
         for out in await self._calls("write", calls):
             started, ended, deleted = started + out[1], ended + out[2], deleted + out[3]

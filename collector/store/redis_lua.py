@@ -83,7 +83,8 @@ end
 """
 
 # KEYS[1] = B ids. ARGV: B, wall, nonce, max, nclk, nclk x (src, old clock or '', new clock),
-# nrec, nrec x (key, time, src, site, idle timeout, record JSON).
+# then one JSON array of [key, time, src, site, idle timeout, record JSON] (numbers as strings:
+# cjson would round them to 14 digits).
 # Returns {stored, started, ended, deleted, more}.
 WRITE = _COMMON + r"""
 local wall = tonumber(ARGV[2])
@@ -97,7 +98,7 @@ for _ = 1, nclk do
   new[ARGV[i]] = tonumber(ARGV[i + 2])
   i = i + 3
 end
-local nrec = tonumber(ARGV[i]); i = i + 1
+local batch = cjson.decode(ARGV[i])
 local made, started, stored = 0, 0, 0
 local sess, dirty = {}, {}
 
@@ -117,10 +118,9 @@ local function current(K)
   return s
 end
 
-for _ = 1, nrec do
-  local K, t, src, site = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
-  local to, js = tonumber(ARGV[i + 4]), ARGV[i + 5]
-  i = i + 6
+for _, r in ipairs(batch) do
+  local K, t, src, site = r[1], tonumber(r[2]), r[3], r[4]
+  local to, js = tonumber(r[5]), r[6]
   local s = current(K)
   if s and (t - s.last > s.to or s.site ~= site) then
     finish(K, s)
