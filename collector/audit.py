@@ -258,8 +258,8 @@ def verify(path: Path) -> Verification:
     if lines and lines[-1] == b"":
         lines.pop()
     else:
-        return Verification(False, 0, f"{path}: last line is incomplete (no newline at the end)",
-                            len(lines))
+        return Verification(False, 0, f"{path} line {len(lines)}: last line is incomplete "
+                            "(no newline at the end: cut short)", len(lines))
 
     def bad(n: int, why: str) -> Verification:
         return Verification(False, count, f"{path} line {n}: {why}", n)
