@@ -4,8 +4,10 @@
 
 Reads ``../shared/corpus/logs/elastic-examples_apache_logs`` (combined format, 2015), shifts it
 so it ends now (live mode; ``--keep-time`` keeps 2015 and lets the detectors judge it on log
-time), injects into its busiest hour: a scanner from 198.51.100.0/24 probing 40 distinct paths a
-minute (404), a burst of 503s, and a credential-stuffing run (60 POST /login → 401 a minute from
+time), spreads each hour's requests over the hour (the sample stamps them all at minute 5, which
+the volume detectors rightly call a spike every hour; ``--no-spread`` keeps that), injects
+into its busiest hour: a scanner from 198.51.100.0/24 probing 40 distinct paths a minute (404),
+a burst of 503s, and a credential-stuffing run (60 POST /login → 401 a minute from
 203.0.113.0/24), and ships everything as NDJSON in time order. Then open /dashboard.
 """
 
@@ -70,12 +72,21 @@ def main() -> int:
     ap.add_argument("--token")
     ap.add_argument("--log", type=Path, default=LOG)
     ap.add_argument("--keep-time", action="store_true", help="keep the log's own timestamps")
+    ap.add_argument("--no-spread", action="store_true",
+                    help="keep each hour's requests in the one minute the sample stamps them")
     ns = ap.parse_args()
     if not ns.log.exists():
         print(f"replay: {ns.log} not found (../shared/corpus)", file=sys.stderr)
         return 2
     recs = read(ns.log)
     rng = random.Random(7)
+    if not ns.no_spread:  # the sample stamps a whole hour's requests in one minute (:05)
+        by_hour: dict[int, list[dict[str, Any]]] = {}
+        for r in recs:
+            by_hour.setdefault(int(r["time"] // 3600), []).append(r)
+        for hour, rs in by_hour.items():
+            for i, r in enumerate(rs):
+                r["time"] = hour * 3600 + 3600 * (i + rng.random()) / len(rs)
     hours: dict[int, int] = {}
     for r in recs:
         hours[int(r["time"] // 3600)] = hours.get(int(r["time"] // 3600), 0) + 1
