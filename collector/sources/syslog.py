@@ -46,7 +46,6 @@ from masking.ip import AddressError, IPMasker
 log = structlog.get_logger("lethelog.syslog")
 
 _masker = IPMasker(24, 48)
-READ_SIZE = 64 * 1024
 LOG_EVERY = 10.0  # seconds between two log events of the same kind (refusals, rejections)
 
 
@@ -112,24 +111,6 @@ def server_ssl_context(cfg: SyslogSettings) -> ssl.SSLContext | None:
     return ctx
 
 
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.stopping = False
-
-    def stop(self) -> None:
-        """Stop reading from the socket; what is already buffered is still handled."""
-        if self.stopping:
-            return
-        self.stopping = True
-        transport = self.writer.transport
-        if isinstance(transport, asyncio.ReadTransport):
-            with contextlib.suppress(Exception):
-                transport.pause_reading()
-        self.reader.feed_eof()
-
-
 class SyslogReceiver:
     """The UDP and TCP listeners of ``[syslog]``; ``start()`` binds, ``close()`` drains."""
 
@@ -147,7 +128,7 @@ class SyslogReceiver:
         self._throttle = _Throttle()
         self._closing = False
         self._tcp_server: asyncio.Server | None = None
-        self._conns: dict[_Connection, asyncio.Task[None]] = {}
+        self._conns: dict[_TcpConnection, asyncio.Task[None]] = {}
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._udp_pending: list[bytes] = []
         self._udp_cap = max(1000, self.cfg.batch_size * 8)
@@ -170,8 +151,8 @@ class SyslogReceiver:
             self._udp_flusher = asyncio.create_task(self._flush_udp_forever())
         if self.cfg.tcp is not None:
             host, port = split_hostport(self.cfg.tcp)
-            self._tcp_server = await asyncio.start_server(
-                self._on_connection, host, port, limit=READ_SIZE, reuse_address=True)
+            self._tcp_server = await loop.create_server(
+                lambda: _TcpConnection(self), host, port, reuse_address=True)
             self.tcp_address = self._tcp_server.sockets[0].getsockname()[:2]
         for name, text, read in (
             ("lethelog_syslog_udp_datagrams", "Syslog datagrams received.",
@@ -304,92 +285,160 @@ class SyslogReceiver:
 
     # ------------------------------------------------------------------ TCP
 
-    async def _on_connection(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
-        peer = peername[0] if isinstance(peername, tuple) else None
+    def admit(self, conn: _TcpConnection, peer: str | None) -> bool:
         if self._closing:
-            writer.close()
-            return
+            return False
         if not self.allowed.allows(peer):
             self.tcp.refused += 1
             self._refuse("tcp", peer, "network not allowed")
-            writer.close()
-            return
+            return False
         if len(self._conns) >= self.cfg.max_connections:
             self.tcp.refused += 1
             self._refuse("tcp", peer, "too many connections (syslog.max_connections)")
-            writer.close()
-            return
-        conn = _Connection(reader, writer)
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns[conn] = task
-        try:
-            if self.ssl is not None:
-                try:
-                    await writer.start_tls(self.ssl, ssl_handshake_timeout=min(
-                        10.0, self.cfg.idle_timeout))
-                except (OSError, ssl.SSLError, TimeoutError) as exc:
-                    self._refuse("tcp", peer, f"TLS handshake failed ({type(exc).__name__})")
-                    return
-            await self._read_connection(conn)
-        except (ConnectionError, OSError) as exc:
-            log.info("syslog_connection_lost", error=type(exc).__name__, peer=masked(peer))
-        finally:
-            del self._conns[conn]
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            return False
+        return True
 
-    async def _read_connection(self, conn: _Connection) -> None:
-        cfg, c = self.cfg, self.tcp
-        framer = Framer(cfg.max_message_size)
-        pending: list[bytes] = []
-        first_at = 0.0
-        loop = asyncio.get_running_loop()
+
+class _TcpConnection(asyncio.Protocol):
+    """One syslog TCP connection: frames pile up in ``pending``; at ``batch_size`` reading is
+    paused until the batch is committed (which waits while the store is busy)."""
+
+    def __init__(self, rx: SyslogReceiver) -> None:
+        self.rx = rx
+        self.cfg = rx.cfg
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.framer = Framer(rx.cfg.max_message_size)
+        self.pending: list[bytes] = []
+        self.first_at = 0.0
+        self.last_data = self.loop.time()
+        self.wake = asyncio.Event()
+        self.paused = False
+        self.closed = False  # EOF, connection lost or a broken stream
+        self.stopping = False  # service shutdown
+
+    # ---------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        self.peer = peername[0] if isinstance(peername, tuple) else None
+        if not self.rx.admit(self, self.peer):
+            self.closed = True
+            transport.abort()
+            return
+        if self.rx.ssl is not None:
+            transport.pause_reading()  # nothing reaches us before the TLS handshake
+        self.rx._conns[self] = asyncio.get_running_loop().create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_data = self.loop.time()
         try:
+            frames = self.framer.feed(data)
+        except SyslogError as exc:
+            log.warning("syslog_stream_broken", reason=str(exc), peer=masked(self.peer))
+            self._end()
+            return
+        if frames:
+            if not self.pending:
+                self.first_at = self.last_data
+            self.pending.extend(frames)
+            self.rx.tcp.received += len(frames)
+            if len(self.pending) >= self.cfg.batch_size:
+                self._pause()
+                self.wake.set()
+
+    def eof_received(self) -> bool | None:
+        last = self.framer.finish()
+        if last is not None and not self.closed:
+            self.pending.append(last)
+            self.rx.tcp.received += 1
+        self._end()
+        return True  # keep the transport: it is closed once the batch is committed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    # ---------------------------------------------------------------- control
+
+    def stop(self) -> None:
+        """Service shutdown: stop reading; what was read is still committed."""
+        self.stopping = True
+        self._pause()
+        self.wake.set()
+
+    def _end(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+    def _pause(self) -> None:
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+            self.paused = True
+
+    def _resume(self) -> None:
+        if (self.paused and not self.stopping and not self.closed
+                and self.transport is not None and not self.transport.is_closing()):
+            self.paused = False
+            self.transport.resume_reading()
+
+    async def _serve(self) -> None:
+        rx, cfg, c = self.rx, self.cfg, self.rx.tcp
+        try:
+            if rx.ssl is not None:
+                assert self.transport is not None
+                try:
+                    tls = await self.loop.start_tls(
+                        self.transport, self, rx.ssl, server_side=True,
+                        ssl_handshake_timeout=min(10.0, cfg.idle_timeout))
+                except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+                    rx._refuse("tcp", self.peer, f"TLS handshake failed ({type(exc).__name__})")
+                    return
+                if tls is None:
+                    return
+                self.transport = tls
+                self.last_data = self.loop.time()
             while True:
-                wait = cfg.idle_timeout
-                if pending:
-                    wait = max(0.0, first_at + cfg.flush_interval - loop.time())
-                try:
-                    async with asyncio.timeout(wait):
-                        data = await conn.reader.read(READ_SIZE)
-                except TimeoutError:
-                    if pending:
-                        await self._commit(pending, c, wait=True)
-                        pending = []
-                        continue
-                    log.info("syslog_connection_idle", seconds=cfg.idle_timeout)
+                now = self.loop.time()
+                due = bool(self.pending) and (
+                    len(self.pending) >= cfg.batch_size or self.closed or self.stopping
+                    or now >= self.first_at + cfg.flush_interval)
+                if due:
+                    batch = self.pending[:cfg.batch_size]
+                    del self.pending[:cfg.batch_size]
+                    self.first_at = now
+                    await rx._commit(batch, c, wait=True)  # waits while the store is busy
+                    if len(self.pending) < cfg.batch_size:
+                        self._resume()
+                    continue
+                if self.closed or self.stopping:
                     return
-                if not data:
-                    last = framer.finish()
-                    if last is not None:
-                        pending.append(last)
-                        c.received += 1
-                    return
-                try:
-                    frames = framer.feed(data)
-                except SyslogError as exc:
-                    log.warning("syslog_stream_broken", reason=str(exc))
-                    return
-                if frames:
-                    if not pending:
-                        first_at = loop.time()
-                    pending.extend(frames)
-                    c.received += len(frames)
-                while len(pending) >= cfg.batch_size:  # reading waits for the commit
-                    batch, pending = pending[:cfg.batch_size], pending[cfg.batch_size:]
-                    await self._commit(batch, c, wait=True)
-                    first_at = loop.time()
+                if self.pending:
+                    timeout = self.first_at + cfg.flush_interval - now
+                else:
+                    timeout = self.last_data + cfg.idle_timeout - now
+                    if timeout <= 0:
+                        log.info("syslog_connection_idle", seconds=cfg.idle_timeout,
+                                 peer=masked(self.peer))
+                        return
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), max(timeout, 0.0))
         finally:
-            if framer.oversized:
-                c.drop("too_long", framer.oversized)
-            if framer.truncated:
-                c.drop("truncated", framer.truncated)
-            if pending:  # what was read is committed, also on shutdown
-                await self._commit(pending, c, wait=True)
+            if self.pending:  # e.g. cancelled: what was read is still committed
+                batch, self.pending = self.pending, []
+                await rx._commit(batch, c, wait=True)
+            if self.framer.oversized:
+                c.drop("too_long", self.framer.oversized)
+            if self.framer.truncated:
+                c.drop("truncated", self.framer.truncated)
+            rx._conns.pop(self, None)
+            if self.transport is not None:
+                self.transport.close()
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
