@@ -36,7 +36,8 @@ UA = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/121.0"
 
 def clf(n: int, tag: str = "t", ua: str = UA) -> str:
     t = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
-    return f'85.181.{n // 250 % 250}.{n % 250 + 1} - - [{t}] "GET /{tag}/{n} HTTP/1.1" 200 5 "-" "{ua}"'
+    return (f'85.181.{n // 250 % 250}.{n % 250 + 1} - - [{t}] "GET /{tag}/{n} HTTP/1.1" 200 5 '
+            f'"-" "{ua}"')
 
 
 def rfc3164(body: str) -> bytes:
@@ -82,7 +83,7 @@ async def test_tcp_framings_malformed_and_rejected(tmp_path: Path, logbuf: Path)
     client, rx = await start(tmp_path, **{"syslog.tcp": f"127.0.0.1:{tcp}",
                                           "syslog.source": "edge-nginx"})
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", tcp)
+        _, writer = await asyncio.open_connection("127.0.0.1", tcp)
         stream = b"".join(octet(rfc3164(clf(i))) for i in range(300))
         stream += b"".join(rfc3164(clf(i)) + b"\n" for i in range(300, 600))
         stream += b"not syslog at all 85.181.35.98\n"  # malformed
