@@ -87,8 +87,24 @@ def copy_store(src: Path, dst: Path) -> Path:
     return dst
 
 
+ASKED: dict[int, list[str]] = {}  # id(client) -> every query text sent through ``query``
+
+
+def assert_all_audited(client: TestClient[Any, Any], data_dir: Path) -> int:
+    """Every query this client sent is in the audit log, in order, and the chain verifies."""
+    from collector.audit import query_text, verify
+
+    asked = [query_text(q) for q in ASKED.pop(id(client), [])]
+    path = data_dir / "audit.log"
+    entries = [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+    assert [e["query"] for e in entries if e["endpoint"] == "/v1/query"] == asked
+    assert verify(path).ok
+    return len(asked)
+
+
 async def query(client: TestClient[Any, Any], q: str, token: str | None = None,
                 fmt: str = "json", **params: str) -> tuple[int, Any, dict[str, str]]:
+    ASKED.setdefault(id(client), []).append(q)
     resp = await client.get("/v1/query", params={"q": q, "format": fmt, **params},
                             headers=auth(token) if token else {})
     raw = await resp.read()

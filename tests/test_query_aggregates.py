@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import log_fixture
-from tests.querytools import ELASTIC, client_for, ingest, query, settings_with_tokens
+from tests.querytools import (
+    ELASTIC,
+    assert_all_audited,
+    client_for,
+    ingest,
+    query,
+    settings_with_tokens,
+)
 
 
 async def test_counts_come_from_aggregates_once_records_are_gone(tmp_path: Path) -> None:
@@ -48,3 +55,4 @@ async def test_counts_come_from_aggregates_once_records_are_gone(tmp_path: Path)
         assert status == 400 and "aggregates cannot answer" in body["error"]
     finally:
         await client.close()
+    assert assert_all_audited(client, tmp_path / "data") == 7

@@ -28,6 +28,7 @@ from tests.querytools import (
     ELASTIC,
     LONG_IDLE,
     Line,
+    assert_all_audited,
     build_elastic_store,
     client_for,
     copy_store,
@@ -59,6 +60,7 @@ async def sre(elastic_store: tuple[Path, list[Line]], tmp_path: Path
         yield client, tokens["alice"], data
     finally:
         await client.close()
+    assert assert_all_audited(client, data) > 0, "every query of the test is in the audit log"
 
 
 def rows_of(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -204,6 +206,7 @@ async def test_max_rows_cuts_with_a_note(elastic_store: Any, tmp_path: Path) -> 
         assert headers["X-Lethelog-Truncated"] == "true"
     finally:
         await client.close()
+    assert assert_all_audited(client, data) == 1
 
 
 async def test_every_query_is_audited(sre: Any) -> None:

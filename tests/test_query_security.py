@@ -16,6 +16,7 @@ from collector.query.compiler import Compiled
 from collector.store.sqlite import connect
 from tests.querytools import (
     LONG_IDLE,
+    assert_all_audited,
     auth,
     build_elastic_store,
     client_for,
@@ -66,6 +67,7 @@ async def svc(store: Path, tmp_path: Path
         yield client, tokens, data
     finally:
         await client.close()
+    assert assert_all_audited(client, data) > 0, "every query of the test is in the audit log"
 
 
 def fingerprint(data: Path) -> tuple[Any, ...]:
