@@ -62,7 +62,7 @@ def test_precedence_file_env_flag(tmp_path: Path) -> None:
     ('[masking]\nipv4_keep_bits = 40\n', {}, "masking.ipv4_keep_bits: must be at most 32, got 40"),
     ('[ingest]\nmax_body_size = "lots"\n', {},
      "ingest.max_body_size: expected a size like 512KiB or 10MiB, got 'lots'"),
-    ('[store]\nbackend = "oracle"\n', {}, "store.backend: expected one of sqlite, got 'oracle'"),
+    ('[store]\nbackend = "oracle"\n', {}, "store.backend: expected one of sqlite, redis, got 'oracle'"),
     ('[sessions]\nidle = "5s"\n', {}, "sessions.idle: unknown setting"),
     ('[nonsense]\n', {}, "nonsense: unknown section"),
     ('[server]\nlisten = "0.0.0.0:8780"\n', {}, "server.listen: refusing to bind 0.0.0.0"),
