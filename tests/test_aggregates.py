@@ -65,10 +65,12 @@ async def test_counts_outlive_sessions_and_stay_k_anonymous(tmp_path: Path) -> N
         assert all(r["sessions"] >= 5 for r in body["rows"])
         assert body["k"] == 5
 
-        # Paths are all distinct per session (1 session each): everything folds, and the
-        # "other" of an overlapping dimension counts only the largest group: suppressed.
+        # Every path was used by one session only: none is ever written under its name (it
+        # would outlive the session); they are all counted, at rest, as "other".
         paths = (await (await client.get("/v1/aggregates?by=path_template")).json())["rows"]
-        assert paths == []
+        assert [(p["path_template"], p["requests"]) for p in paths] == [("other", 52)]
+        assert db_rows(data, "SELECT DISTINCT value FROM agg WHERE dim = 'path_template'") == [
+            ("other",)]
 
         total = (await (await client.get("/v1/aggregates")).json())["rows"]
         assert total[0]["requests"] == 52 and total[0]["sessions"] == 19
@@ -198,3 +200,22 @@ def test_rollup_to_hours_then_deletion() -> None:
     maintain(conn, T0 + 40 * day, minute_retention=day, retention=30 * day)
     conn.execute("COMMIT")
     assert conn.execute("SELECT count(*) FROM agg").fetchone()[0] == 0
+
+
+def test_a_path_is_named_only_once_k_sessions_used_it() -> None:
+    conn, agg = _conn(), Aggregator(k=3)
+    agg.add([stored(path_template="/secret-reset-link")], [1])
+    agg.add([stored(path_template="/pricing") for _ in range(6)], [1, 2, 3, 4, 5, 6])
+    agg.flush(conn, T0)
+    stored_paths = {v for (v,) in conn.execute(
+        "SELECT value FROM agg WHERE dim = 'path_template'")}
+    assert stored_paths == {"other", "/pricing"}
+    rows = aggregate_counts(conn, ["path_template"], None, None, None, 3)
+    # the first two /pricing requests were counted before the path was known to be common;
+    # "other" (the secret link and those two) holds 2 sessions < k: not shown at all
+    assert [(r["path_template"], r["requests"], r["sessions"]) for r in rows] == [
+        ("/pricing", 4, 4)]
+    # after a restart the writer knows /pricing is safe from the table itself
+    agg2 = Aggregator(k=3)
+    agg2.rebuild(conn)
+    assert ("s", "/pricing") in agg2.safe_paths

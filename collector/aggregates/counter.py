@@ -41,6 +41,7 @@ _I_CLASS = [IDX[f"s{c}xx"] for c in range(1, 6)]
 _I_ANON = {"is_vpn": IDX["anon_vpn"], "is_tor": IDX["anon_tor"],
            "is_anonymous_proxy": IDX["anon_proxy"], "is_hosting": IDX["anon_hosting"]}
 _I_RTC, _I_RTS, _I_RT0 = IDX["rt_count"], IDX["rt_sum"], IDX["rt_0"]
+_PATH_POS = 1 + list(DIMS).index("path_template")
 
 
 def dim_value(rec: Record, dim: str, v4_bits: int, v6_bits: int) -> str:
@@ -54,9 +55,21 @@ def dim_value(rec: Record, dim: str, v4_bits: int, v6_bits: int) -> str:
     return str(v)
 
 
+RARE = "other"  # stored value of a path template not yet seen in k distinct sessions
+RARE_MEMORY = 86400  # seconds of log time a rare path's sessions are remembered
+
+
 class Aggregator:
-    def __init__(self, ipv4_bits: int = 24, ipv6_bits: int = 48) -> None:
+    """Counts records into minute rows. ``k``: a path template is written under its own name only
+    once ``k`` distinct sessions used it (per site, ``site_k`` overrides); until then it is
+    counted as ``"other"``, so a path only one visitor used never outlives their session."""
+
+    def __init__(self, ipv4_bits: int = 24, ipv6_bits: int = 48, k: int = 5,
+                 site_k: dict[str, int] | None = None) -> None:
         self.v4, self.v6 = ipv4_bits, ipv6_bits
+        self.k, self.site_k = k, dict(site_k or {})
+        self.safe_paths: set[tuple[str, str]] = set()  # (site, path) seen in >= k sessions
+        self.rare: dict[tuple[str, str], tuple[set[int], int]] = {}  # -> (sessions, last minute)
         self.pending: dict[Key, list[float]] = {}
         self.seen: dict[int, set[Group]] = {}
         self.active: dict[int, dict[tuple[str, str, str], set[int]]] = {}
@@ -82,6 +95,7 @@ class Aggregator:
             is_4xx = 400 <= status < 500
             vals: list[Group] = [("", "")]
             vals.extend((d, dim_value(rec, d, self.v4, self.v6)) for d in DIMS)
+            vals[_PATH_POS] = ("path_template", self._path(site, vals[_PATH_POS][1], sid, minute))
             path = rec.get("path_template") or "" if is_4xx else ""
             session_groups = seen.setdefault(sid, set()) if sid is not None else None
             recent = minute > self.newest - ACTIVE_WINDOW * 60
@@ -108,7 +122,24 @@ class Aggregator:
                         ps.add(path)
                         row[_I_P4] += 1
 
+    def _path(self, site: str, path: str, sid: int | None, minute: int) -> str:
+        """The path template as stored: itself once k sessions used it, else ``"other"``."""
+        if not path or (site, path) in self.safe_paths:
+            return path
+        sessions, _ = self.rare.get((site, path), (set(), minute))
+        if sid is not None:
+            sessions.add(sid)
+        if len(sessions) >= self.site_k.get(site, self.k):
+            self.safe_paths.add((site, path))
+            self.rare.pop((site, path), None)
+            return path
+        self.rare[(site, path)] = (sessions, minute)
+        return RARE
+
     def _prune_minutes(self) -> None:
+        if self.newest % 3600 == 0:
+            old = self.newest - RARE_MEMORY
+            self.rare = {key: v for key, v in self.rare.items() if v[1] >= old}
         horizon = self.newest - ACTIVE_WINDOW * 60
         for m in [m for m in self.active if m <= horizon]:
             del self.active[m]
@@ -141,6 +172,10 @@ class Aggregator:
         """
         self.pending = {}
         self.seen, self.active, self.paths = {}, {}, {}
+        self.rare = {}
+        self.safe_paths = {(site, value) for site, value in conn.execute(
+            "SELECT DISTINCT site, value FROM agg WHERE dim = 'path_template' AND value != ?",
+            (RARE,))}
         (newest,) = conn.execute("SELECT max(time) FROM records").fetchone()
         self.newest = int(newest // 60) * 60 if newest is not None else 0
         horizon = self.newest - ACTIVE_WINDOW * 60
@@ -152,6 +187,12 @@ class Aggregator:
             groups = self.seen.setdefault(sid, set())
             groups.add(("", ""))
             vals = [("", "")] + [(d, dim_value(rec, d, self.v4, self.v6)) for d in DIMS]
+            path = vals[_PATH_POS][1]
+            if path and (site, path) not in self.safe_paths:
+                vals[_PATH_POS] = ("path_template", RARE)
+                sessions, _ = self.rare.get((site, path), (set(), int(t // 60) * 60))
+                sessions.add(sid)
+                self.rare[(site, path)] = (sessions, int(t // 60) * 60)
             groups.update(vals)
             minute = int(t // 60) * 60
             if minute > horizon:

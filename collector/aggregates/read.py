@@ -135,8 +135,11 @@ def aggregate_counts(conn: sqlite3.Connection, dims: list[str], start: float | N
 
 def fold(rows: list[dict[str, Any]], dims: list[str], k: int) -> list[dict[str, Any]]:
     """Fold rows below ``k`` sessions into one ``"other"`` row (left out if it too is < k)."""
-    shown = [r for r in rows if r["sessions"] >= k]
-    small = [r for r in rows if r["sessions"] < k]
+    def is_small(r: dict[str, Any]) -> bool:  # below k, or already stored as "other"
+        return r["sessions"] < k or any(r.get(d) == OTHER for d in dims)
+
+    shown = [r for r in rows if not is_small(r)]
+    small = [r for r in rows if is_small(r)]
     shown.sort(key=lambda r: (-r["requests"], str([r.get(d) for d in dims])))
     if small and dims:
         other: dict[str, Any] = {d: OTHER for d in dims}

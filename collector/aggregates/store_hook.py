@@ -22,7 +22,10 @@ class StoreAggregates:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.counter = Aggregator(settings.masking.ipv4_keep_bits, settings.masking.ipv6_keep_bits)
+        site_k = {s.name: int(s.overrides["k_anonymity"]) for s in settings.sites
+                  if "k_anonymity" in s.overrides}
+        self.counter = Aggregator(settings.masking.ipv4_keep_bits, settings.masking.ipv6_keep_bits,
+                                  settings.aggregates.k_anonymity, site_k)
         self._next_maintain = 0.0
         self.rows_written = 0
 
