@@ -196,16 +196,24 @@ class SyslogReceiver:
 
     async def _commit(self, frames: list[bytes], counters: Counters, wait: bool) -> None:
         """Parse and store one batch. ``wait``: on a full queue, retry (TCP) or drop (UDP)."""
+        records = self.prepare(frames, counters)
+        if records:
+            await self.store_records(records, counters, wait)
+
+    def prepare(self, frames: list[bytes], counters: Counters) -> list[Record]:
+        """Syslog headers off, bodies parsed and run through the pipeline (CPU, no waiting)."""
         bodies: list[str] = []
+        malformed = 0
         for frame in frames:
             try:
                 bodies.append(parse_message(frame).body)
             except SyslogError:
-                counters.malformed += 1
-        if counters.malformed and bodies == []:
+                malformed += 1
+        if malformed:
+            counters.malformed += malformed
             self._throttle("syslog_malformed", malformed=counters.malformed)
         if not bodies:
-            return
+            return []
         result = self.pipeline.process(parse_lines(bodies, self.parser), source=self.cfg.source)
         if result.errors:
             counters.rejected += len(result.errors)
@@ -213,11 +221,12 @@ class SyslogReceiver:
                 self.metrics.inc("lethelog_records_rejected_total", reason=reason_class(reason))
             self._throttle("syslog_records_rejected", rejected=len(result.errors),
                            first_error=result.errors[0][1], total=counters.rejected)
-        if result.records:
-            stored = await self._store(result.records, counters, wait)
-            if stored:
-                counters.stored += len(result.records)
-                self.metrics.inc("lethelog_records_accepted_total", len(result.records))
+        return result.records
+
+    async def store_records(self, records: list[Record], counters: Counters, wait: bool) -> None:
+        if await self._store(records, counters, wait):
+            counters.stored += len(records)
+            self.metrics.inc("lethelog_records_accepted_total", len(records))
 
     async def _store(self, records: list[Record], counters: Counters, wait: bool) -> bool:
         delay = 0.02
@@ -317,6 +326,7 @@ class _TcpConnection(asyncio.Protocol):
         self.paused = False
         self.closed = False  # EOF, connection lost or a broken stream
         self.stopping = False  # service shutdown
+        self.inflight: asyncio.Task[None] | None = None  # the batch being committed
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -386,6 +396,13 @@ class _TcpConnection(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
 
+    async def _settle(self) -> None:
+        """Wait for the batch in flight to be committed."""
+        task = self.inflight
+        if task is not None:
+            await asyncio.shield(task)  # a cancelled caller still leaves it to finish
+            self.inflight = None
+
     async def _serve(self) -> None:
         rx, cfg, c = self.rx, self.cfg, self.rx.tcp
         try:
@@ -411,11 +428,18 @@ class _TcpConnection(asyncio.Protocol):
                     batch = self.pending[:cfg.batch_size]
                     del self.pending[:cfg.batch_size]
                     self.first_at = now
-                    await rx._commit(batch, c, wait=True)  # waits while the store is busy
+                    records = rx.prepare(batch, c)
+                    # one batch commits while the next is read and parsed; the one before must
+                    # be committed first (order kept, at most two batches in hand)
+                    await self._settle()
+                    if records:
+                        self.inflight = self.loop.create_task(
+                            rx.store_records(records, c, wait=True))  # waits while busy
                     if len(self.pending) < cfg.batch_size:
                         self._resume()
                     continue
                 if self.closed or self.stopping:
+                    await self._settle()
                     return
                 if self.pending:
                     timeout = self.first_at + cfg.flush_interval - now
@@ -429,6 +453,7 @@ class _TcpConnection(asyncio.Protocol):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), max(timeout, 0.0))
         finally:
+            await self._settle()
             if self.pending:  # e.g. cancelled: what was read is still committed
                 batch, self.pending = self.pending, []
                 await rx._commit(batch, c, wait=True)
