@@ -136,3 +136,14 @@ def test_site_scope_is_in_the_sql() -> None:
     assert "WHERE 0" in nothing.sql
     everything = compile_query(parse("| count"), sites=None, now=0.0, max_rows=10)
     assert "site" not in everything.sql
+
+
+def test_deep_or_long_filters_are_refused_not_crashed() -> None:
+    deep = "(" * 40 + "status = 1" + ")" * 40
+    assert error(deep).position == 32 and "nested" in str(error(deep))
+    nots = "not " * 40 + "status = 1"
+    assert error(nots).position == 128
+    long = " or ".join(["status = 1"] * 201)
+    assert error(long).position == len(" or ".join(["status = 1"] * 200)) + 4
+    fine = parse(" or ".join(["status = 1"] * 200) + " | count")
+    compile_query(fine, sites=None, now=0, max_rows=1)

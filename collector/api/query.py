@@ -14,6 +14,7 @@ import sqlite3
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from collector.appkeys import SETTINGS, STORE
@@ -25,6 +26,7 @@ from collector.query.run import Result
 from collector.query.service import SOURCES, run_query
 
 ENDPOINT = "/v1/query"
+log = structlog.get_logger("lethelog.query")
 
 
 def _k(request: web.Request) -> int:
@@ -75,6 +77,10 @@ async def get_query(request: web.Request) -> web.Response:
     except QueryTimeout as exc:
         audit(request, endpoint=ENDPOINT, query=text, rows=0, outcome="timeout")
         return _bad({"error": str(exc), "timeout_seconds": exc.timeout}, 503)
+    except sqlite3.Error as exc:  # e.g. a limit of SQLite's; its messages hold no data
+        audit(request, endpoint=ENDPOINT, query=text, rows=0, outcome="error")
+        log.warning("query_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        return _bad({"error": f"query could not run: {str(exc)[:200]}"}, 400)
     audit(request, endpoint=ENDPOINT, query=text, rows=len(result.rows))
     headers = {
         "X-Lethelog-Source": result.source,

@@ -48,6 +48,8 @@ from collector.timefmt import parse_rfc3339
 
 MAX_QUERY_LENGTH = 10_000
 MAX_IN_VALUES = 1000
+MAX_DEPTH = 32  # nested parentheses and nots
+MAX_COMPARISONS = 200
 MAX_LIMIT = 1_000_000_000
 KEYWORDS = frozenset({
     "and", "or", "not", "in", "last", "since", "until", "by", "count", "distinct", "p50", "p95",
@@ -75,6 +77,8 @@ class _Parser:
         self.text = text
         self.toks = tokenize(text)
         self.i = 0
+        self.depth = 0
+        self.comparisons = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -163,14 +167,23 @@ class _Parser:
         return items[0] if len(items) == 1 else ast.And(tuple(items))
 
     def factor(self) -> ast.Node:
-        if self.tok.is_word("not"):
-            self.advance()
-            return ast.Not(self.factor())
-        if self.punct("("):
-            self.advance()
-            node = self.expr()
-            self.expect_punct(")", "')', 'and' or 'or'")
-            return node
+        if self.tok.is_word("not") or self.punct("("):
+            if self.depth >= MAX_DEPTH:
+                raise self.fail(f"at most {MAX_DEPTH} nested parentheses or nots",
+                                message="filter nested too deeply")
+            self.depth += 1
+            try:
+                if self.advance().text == "(":
+                    node = self.expr()
+                    self.expect_punct(")", "')', 'and' or 'or'")
+                    return node
+                return ast.Not(self.factor())
+            finally:
+                self.depth -= 1
+        self.comparisons += 1
+        if self.comparisons > MAX_COMPARISONS:
+            raise self.fail(f"at most {MAX_COMPARISONS} comparisons in a filter",
+                            message="filter too long")
         return self.comparison()
 
     def comparison(self) -> ast.Node:
