@@ -44,8 +44,9 @@ def settings_table() -> str:
     for section, f in all_settings():
         value = getattr(getattr(defaults, section), f.name)
         kind = f.metadata.get("kind", "")
-        rows.append(f"| `{section}.{f.name}` | `{_display(kind, value)}` | "
-                    f"`{env_name(section, f.name)}` | {f.metadata['doc']} |")
+        shown = _display(kind, value).replace("|", "\\|")
+        doc = str(f.metadata["doc"]).replace("|", "\\|")
+        rows.append(f"| `{section}.{f.name}` | `{shown}` | `{env_name(section, f.name)}` | {doc} |")
     return "\n".join(rows)
 
 
