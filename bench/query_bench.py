@@ -72,7 +72,7 @@ async def fill(settings: Settings, base: list[dict[str, Any]], total: int, now: 
     t0 = min(r["time"] for r in base)
     span = max(r["time"] for r in base) - t0 or 1.0
     copies = math.ceil(total / len(base))
-    slice_ = WINDOW / copies
+    slice_ = WINDOW / (total / len(base))  # the last, partial copy ends a minute before now
     start = now - WINDOW - 60
     written = 0
     began = time.perf_counter()
