@@ -70,6 +70,17 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: pages shared with the other processes (fork) counted once."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return _rss_kib(pid)
+
+
 def peak_hwm_kib(pid: int) -> int:
     """Peak RSS of one live process (VmHWM), KiB."""
     try:
@@ -82,12 +93,13 @@ def peak_hwm_kib(pid: int) -> int:
 
 
 class TreeRSS:
-    """Samples the summed RSS of a process and its descendants every ``interval`` seconds."""
+    """Samples the summed RSS (and PSS) of a process and its descendants every ``interval`` s."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         self.pid = pid
         self.interval = interval
         self.peak_kib = 0
+        self.peak_pss_kib = 0
         self.peak_parent_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -98,6 +110,7 @@ class TreeRSS:
             pids = _tree(self.pid)
             total = sum(_rss_kib(p) for p in pids)
             self.peak_kib = max(self.peak_kib, total)
+            self.peak_pss_kib = max(self.peak_pss_kib, sum(_pss_kib(p) for p in pids))
             self.peak_parent_kib = max(self.peak_parent_kib, peak_hwm_kib(self.pid))
             self._stop.wait(self.interval)
 
@@ -108,7 +121,7 @@ class TreeRSS:
 
 def run_measured(argv: Sequence[str], env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> tuple[float, int, int, str]:
-    """Run ``argv``; (wall seconds, peak tree RSS KiB, peak parent RSS KiB, stdout)."""
+    """Run ``argv``; (wall seconds, peak tree RSS KiB, peak tree PSS KiB, stdout)."""
     started = time.perf_counter()
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, cwd=cwd)
@@ -119,7 +132,7 @@ def run_measured(argv: Sequence[str], env: dict[str, str] | None = None,
     if proc.returncode != 0:
         raise RuntimeError(f"{command_line(argv)} failed ({proc.returncode}): "
                            f"{err.decode(errors='replace')[-2000:]}")
-    return elapsed, rss.peak_kib, rss.peak_parent_kib, out.decode(errors="replace")
+    return elapsed, rss.peak_kib, rss.peak_pss_kib, out.decode(errors="replace")
 
 
 def clean_env() -> dict[str, str]:

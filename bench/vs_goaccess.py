@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     city = ns.city_db or default_city_db()
     env = clean_env()
     env["LETHELOG_ENRICH_CITY_DB"] = str(city)
-    ga: list[tuple[float, int]] = []
-    lt: list[tuple[float, int]] = []
+    ga: list[tuple[float, int, int]] = []
+    lt: list[tuple[float, int, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "goaccess.json"
         ga_cmd = [GOACCESS, str(log), "--log-format=COMBINED", f"--geoip-database={city}",
@@ -125,18 +125,18 @@ def main(argv: list[str] | None = None) -> int:
             lt_cmd = [PY, "-m", "collector", "import", str(log), "--data-dir", str(data)]
             if ns.workers:
                 lt_cmd += ["--workers", str(ns.workers)]
-            secs, rss, _, _ = run_measured(ga_cmd, env=env, cwd=ROOT)
-            ga.append((secs, rss))
+            secs, rss, pss, _ = run_measured(ga_cmd, env=env, cwd=ROOT)
+            ga.append((secs, rss, pss))
             print(f"run {run + 1}: goaccess {secs:.2f} s ({lines / secs:,.0f} lines/s, "
                   f"peak RSS {rss / 1024:.0f} MiB)", file=sys.stderr)
-            secs, rss, _, out = run_measured(lt_cmd, env=env, cwd=ROOT)
-            lt.append((secs, rss))
+            secs, rss, pss, out = run_measured(lt_cmd, env=env, cwd=ROOT)
+            lt.append((secs, rss, pss))
             print(f"run {run + 1}: lethelog {secs:.2f} s ({lines / secs:,.0f} lines/s, "
                   f"peak RSS {rss / 1024:.0f} MiB)", file=sys.stderr)
             shutil.rmtree(data, ignore_errors=True)
     summary_out = out
-    ga_rate = [lines / s for s, _ in ga]
-    lt_rate = [lines / s for s, _ in lt]
+    ga_rate = [lines / s for s, _, _ in ga]
+    lt_rate = [lines / s for s, _, _ in lt]
     ratio = statistics.median(lt_rate) / statistics.median(ga_rate)
     per_run = [a / b for a, b in zip(lt_rate, ga_rate, strict=True)]
     ga_shown = command_line([*ga_cmd[:1], "FILE", *ga_cmd[2:4], "-o", "report.json",
@@ -144,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     lt_shown = command_line(["lethelog", "import", "FILE", "--data-dir", "DIR",
                              *(["--workers", str(ns.workers)] if ns.workers else [])])
     pairs = ", ".join(f"{r:.2f}" for r in per_run)
-    rss_ga = spread([r / 1024 for _, r in ga])
-    rss_lt = spread([r / 1024 for _, r in lt])
+    rss_ga = spread([r / 1024 for _, r, _ in ga])
+    rss_lt = spread([r / 1024 for _, r, _ in lt])
+    pss_lt = spread([p / 1024 for _, _, p in lt])
     shown_log = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
     text = f"""Measured {today()} on {machine()}; other sessions share the machine.
 Log: `{shown_log}` ({lines:,} lines, made by `bench/gen_log.py`), GeoIP City database
@@ -160,6 +161,7 @@ goaccess lines/s  {spread(ga_rate)}
 lethelog lines/s  {spread(lt_rate)}
 ratio lethelog/goaccess (medians): {ratio:.2f}x   per alternating pair: {pairs}
 peak RSS, MiB (all processes): goaccess {rss_ga}; lethelog {rss_lt}
+lethelog peak PSS, MiB (pages the forked workers share counted once): {pss_lt}
 ```
 
 Last import's summary:
