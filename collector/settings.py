@@ -695,6 +695,10 @@ def is_loopback(host: str) -> bool:
 
 
 def _cross_checks(s: Settings) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s.tenancy.default_site):
+        raise SettingsError("tenancy.default_site: expected a site name of letters, digits, "
+                            f"_.- (1-64; \"*\" is the all-sites view), got "
+                            f"{s.tenancy.default_site!r}")
     names = {x.name for x in s.sites} | {s.tenancy.default_site}
     for t in s.tokens:
         for site in t.sites or ():

@@ -3,42 +3,73 @@
 Pure computation on :class:`~collector.detect.minute.Minute` objects (log time): the runner
 feeds it from the aggregates, tests feed it directly. A site seen once keeps being evaluated
 every minute (an empty minute is a minute of zero traffic: that is how drops are seen).
+
+**Per-site baselines.** Each site has its own detector set and baselines, so a small site's
+spike is judged against the small site's normal, never hidden in the sum of all sites.
+
+**All-sites view** (site :data:`ALL_SITES`, ``"*"``): once two or more sites are known, one more
+detector set watches the sum of every site's minute, for what only the sum shows (a scan spread
+thinly over many sites, a spike no single site crosses its threshold with). A finding of the same
+kind and dimensions that some site reported in the same minute is left to that site's anomaly
+(the sum is not reported twice). The all-sites baselines are learnt afresh whenever a new site
+appears (its traffic would otherwise look like a jump in the sum), so the all-sites view is
+silent for ``detect.warmup`` after that. Only tokens that hold every site see these anomalies.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from collector.detect.detectors import build
-from collector.detect.minute import Minute, empty
+from collector.detect.detectors import Finding, build
+from collector.detect.minute import Minute, combine, empty
 from collector.detect.model import Anomaly
 from collector.detect.tracker import Tracker
 from collector.settings import DetectSettings
 
 Event = tuple[str, Anomaly]  # ("opened" | "updated" | "closed", anomaly)
+ALL_SITES = "*"  # the site of an all-sites anomaly (never a configured site's name)
 
 
 class Engine:
-    def __init__(self, cfg: DetectSettings, anonymizers: bool) -> None:
+    def __init__(self, cfg: DetectSettings, anonymizers: bool, all_sites: bool = True) -> None:
         self.cfg = cfg
         self.anonymizers = anonymizers
+        self.all_sites = all_sites
         self.detectors: dict[str, list[Any]] = {}
+        self.summed: list[Any] | None = None  # the all-sites view's detectors (2+ sites)
         self.tracker = Tracker(cfg.close_after)
 
     def feed(self, t: int, minutes: dict[str, Minute], track: bool = True) -> list[Event]:
         """Evaluate minute ``t`` for every known site (``minutes``: the sites with traffic)."""
         events: list[Event] = []
+        minutes = {s: m for s, m in minutes.items() if s != ALL_SITES}  # reserved (settings)
         for site in minutes:
             if site not in self.detectors:
                 self.detectors[site] = build(self.cfg, self.anonymizers)
+                if self.all_sites and len(self.detectors) >= 2:
+                    self.summed = build(self.cfg, self.anonymizers)  # a new sum: learnt afresh
+        seen: set[tuple[str, str]] = set()
         for site, dets in self.detectors.items():
             m = minutes.get(site) or empty(t, site)
             findings = [f for det in dets for f in det(m)]
+            seen.update(_what(f) for f in findings)
             if not track:
                 continue
             opened, updated = self.tracker.step(t, site, findings)
             events.extend(("opened", a) for a in opened)
             events.extend(("updated", a) for a in updated)
+        if self.summed is not None:
+            m = combine(t, ALL_SITES, minutes.values())
+            findings = [f for det in self.summed for f in det(m)]
+            if track:
+                opened, updated = self.tracker.step(
+                    t, ALL_SITES, [f for f in findings if _what(f) not in seen])
+                events.extend(("opened", a) for a in opened)
+                events.extend(("updated", a) for a in updated)
         if track:
             events.extend(("closed", a) for a in self.tracker.close_quiet(t))
         return events
+
+
+def _what(f: Finding) -> tuple[str, str]:
+    return f.kind, repr(sorted(f.dims.items()))

@@ -57,3 +57,25 @@ def bounds(conn: sqlite3.Connection) -> tuple[int | None, int | None]:
 
 def sites_of(minutes: Iterable[Minute]) -> set[str]:
     return {m.site for m in minutes}
+
+
+def combine(t: int, site: str, minutes: Iterable[Minute]) -> Minute:
+    """The sum of several sites' minutes (the all-sites view).
+
+    Every counter is additive across sites: a session belongs to one site only (the site is part
+    of its key), so ``sessions_active`` adds up exactly; ``paths_4xx`` counts a network's
+    distinct 4xx paths per site, and a path of one site is not a path of another.
+    """
+    out = Minute(t, site)
+    for m in minutes:
+        _add(out.total, m.total)
+        for dim, rows in m.by.items():
+            mine = out.by.setdefault(dim, {})
+            for value, counts in rows.items():
+                _add(mine.setdefault(value, {}), counts)
+    return out
+
+
+def _add(into: Counts, counts: Counts) -> None:
+    for name, v in counts.items():
+        into[name] = into.get(name, 0.0) + v

@@ -48,7 +48,8 @@ class DetectorRunner:
         self.cursor: int | None = None  # next minute to evaluate
         self.webhook = (Webhook(self.cfg.webhook_url, self.cfg.webhook_retries,
                                 self.cfg.webhook_timeout) if self.cfg.webhook_url else None)
-        self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        # live readers (the dashboard's stream) and the sites each may see (None: every site)
+        self.subscribers: dict[asyncio.Queue[dict[str, Any]], frozenset[str] | None] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._next_prune = 0.0
@@ -161,17 +162,22 @@ class DetectorRunner:
     # ------------------------------------------------------------------ readers
 
     def _publish(self, msg: dict[str, Any]) -> None:
-        for q in list(self.subscribers):
+        site = msg.get("anomaly", {}).get("site")
+        for q, sites in list(self.subscribers.items()):
+            if site is not None and sites is not None and site not in sites:
+                continue  # another site's anomaly (or an all-sites one) never enters the queue
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait(msg)
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+    def subscribe(self, sites: frozenset[str] | None = None) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of live messages; anomalies only of ``sites`` (``None``: every site and the
+        all-sites view)."""
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=100)
-        self.subscribers.add(q)
+        self.subscribers[q] = sites
         return q
 
     def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
-        self.subscribers.discard(q)
+        self.subscribers.pop(q, None)
 
     async def list(self, sites: frozenset[str] | None, start: float | None = None,
                    end: float | None = None, status: str = "all", limit: int = 1000
