@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from collector.app import create_app
 from collector.auth import PUBLIC, new_token, roles_of
 from collector.settings import ROLES, load_settings
 from tests.aggtools import CITY, wait_for
+from tests.service import all_files, files_containing
 
 T0 = 1_748_772_000.0  # 2025-06-01T10:00:00Z: a replay, judged on its own timestamps
 MINUTES = 12
@@ -70,11 +72,14 @@ def token_name(role: str, scope: str) -> str:
 
 # ------------------------------------------------------------------------------ the service
 
-def config(tmp_path: Path) -> tuple[Any, dict[str, str]]:
+def config(tmp_path: Path, idle: str = "3650d", site_idle: dict[str, str] | None = None,
+           **more: Any) -> tuple[Any, dict[str, str]]:
     secrets: dict[str, str] = {}
     text = ""
     for site in SITES.values():
         text += f'[[sites]]\nname = "{site.name}"\nhosts = ["{site.host}"]\n'
+        if site.name in (site_idle or {}):
+            text += f'idle_timeout = "{(site_idle or {})[site.name]}"\n'
     for role in ROLES:
         for scope, sites in SCOPES.items():
             token, digest = new_token()
@@ -87,9 +92,9 @@ def config(tmp_path: Path) -> tuple[Any, dict[str, str]]:
     cfg.write_text(text)
     settings = load_settings(cfg, env={}, overrides={
         "server.data_dir": str(tmp_path / "data"), "enrich.city_db": CITY,
-        "enrich.geo_from": "full", "sessions.idle_timeout": "3650d",
+        "enrich.geo_from": "full", "sessions.idle_timeout": idle,
         "aggregates.retention": "3650d", "detect.interval": "100ms",
-        "tenancy.unknown_host": "reject", "audit.fsync": False})
+        "tenancy.unknown_host": "reject", "audit.fsync": False, **more})
     return settings, secrets
 
 
@@ -419,3 +424,38 @@ async def _run(client: TestClient[Any, Any], app: web.Application, tok: dict[str
         logged[(e["token"], e["endpoint"])] += 1
     assert logged == answered, (logged - answered, answered - logged)
     assert {e["endpoint"] for e in entries} == AUDITED, "every kind of read was audited"
+
+
+async def test_site_a_forgets_after_its_5s_idle_timeout_site_b_keeps_its_hour(
+        tmp_path: Path) -> None:
+    settings, tok = config(tmp_path, idle="1h", site_idle={"alphashop": "5s"},
+                           **{"sessions.sweep_interval": "200ms"})
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        now = time.time()
+        for i, site in enumerate(SITES.values(), 1):
+            await ship(client, tok[token_name("shipper", str(i))], [
+                {"client": site.ip, "time": now, "method": "GET", "host": site.host,
+                 "target": f"/{site.path}/idle", "status": 200, "bytes": 1,
+                 "user_agent": "curl/8"}])
+
+        async def live() -> list[tuple[str, str]]:
+            resp = await client.get("/v1/records?limit=100", headers=auth(tok["sre-all"]))
+            rows = [orjson.loads(x) for x in (await resp.read()).splitlines() if x]
+            return sorted((r["site"], r["path"]) for r in rows)
+
+        both = [("alphashop", "/alpha-marker/idle"), ("bravonews", "/bravo-marker/idle")]
+        assert await live() == both
+        await asyncio.sleep(max(0.0, now + 3.5 - time.time()))
+        assert await live() == both, "not before its 5 s"
+
+        async def a_gone() -> bool:
+            return await live() == [("bravonews", "/bravo-marker/idle")]
+        await wait_for(a_gone, timeout=4.0, step=0.1)
+        assert time.time() - now >= 5.0
+        data = all_files(tmp_path / "data")
+        assert files_containing(data, ["alpha-marker"]) == {}, "A's record left no trace"
+        assert files_containing(data, ["bravo-marker"]) != {}
+    finally:
+        await client.close()
