@@ -220,6 +220,7 @@ class SyslogSettings:
     format: str = _opt("combined", "Access-log format of the message body: a name or a "
                        "log_format/LogFormat line.")
     source: str = _opt("syslog", "Shipper name recorded as the records' source.")
+    sites: list[str] = _opt([], "Sites syslog senders may write to (empty: any site).", "list")
     allowed_networks: list[str] = _opt(["127.0.0.0/8", "::1/128"],
                                        "CIDRs allowed to send syslog (UDP and TCP).", "cidrs")
     tls_cert: Path | None = _opt(None, "PEM certificate; with tls_key, TCP speaks TLS.", "path")
@@ -384,6 +385,7 @@ class TokenSpec:
     sha256: str
     networks: tuple[str, ...] = ()  # CIDR allowlist; empty = any network
     sites: tuple[str, ...] | None = None  # None = every site
+    operator: bool = False  # the operator's own token: may omit sites when [[sites]] exist
 
 
 @dataclass(frozen=True)
@@ -652,7 +654,7 @@ def _read_tokens(raw: Any) -> tuple[TokenSpec, ...]:
         where = f"tokens[{i}]"
         if not isinstance(entry, dict):
             raise SettingsError(f"{where}: expected a table")
-        unknown = set(entry) - {"name", "roles", "sha256", "networks", "sites"}
+        unknown = set(entry) - {"name", "roles", "sha256", "networks", "sites", "operator"}
         if unknown:
             raise SettingsError(f"{where}.{sorted(unknown)[0]}: unknown setting")
         name = entry.get("name")
@@ -680,8 +682,11 @@ def _read_tokens(raw: Any) -> tuple[TokenSpec, ...]:
         if sites is not None and (not isinstance(sites, list)
                                   or not all(isinstance(x, str) for x in sites)):
             raise SettingsError(f"{where}.sites: expected a list of site names")
+        operator = entry.get("operator", False)
+        if not isinstance(operator, bool):
+            raise SettingsError(f"{where}.operator: expected true or false, got {operator!r}")
         out.append(TokenSpec(name, tuple(roles), digest, networks,
-                             tuple(sites) if sites is not None else None))
+                             tuple(sites) if sites is not None else None, operator))
     return tuple(out)
 
 
@@ -704,6 +709,13 @@ def _cross_checks(s: Settings) -> None:
         for site in t.sites or ():
             if s.sites and site not in names:
                 raise SettingsError(f"tokens[{t.name}].sites: unknown site {site!r}")
+        if s.sites and t.sites is None and not t.operator:
+            raise SettingsError(
+                f"tokens[{t.name}].sites: a token without sites holds every site, which is for "
+                "the operator's own tokens only: list its sites or set operator = true")
+    for site in s.syslog.sites:
+        if s.sites and site not in names:
+            raise SettingsError(f"syslog.sites: unknown site {site!r}")
     if not s.tokens and not is_loopback(s.listen_host):
         raise SettingsError(
             f"server.listen: refusing to bind {s.listen_host} without [[tokens]]: without tokens "

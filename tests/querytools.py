@@ -40,6 +40,8 @@ def settings_with_tokens(data_dir: Path, tokens: dict[str, tuple[list[str], list
                   "roles = [" + ", ".join(f'"{r}"' for r in roles) + "]", f'sha256 = "{digest}"']
         if sites is not None:
             lines.append("sites = [" + ", ".join(f'"{s}"' for s in sites) + "]")
+        else:
+            lines.append("operator = true")
     config = data_dir.parent / f"{data_dir.name}-tokens.toml"
     config.write_text("\n".join(lines) + "\n")
     overrides = {"server.data_dir": str(data_dir), **values}

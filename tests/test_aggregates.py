@@ -101,7 +101,7 @@ async def test_aggregates_require_security_role_and_scope_sites(tmp_path: Path) 
         f'[[tokens]]\nname = "sec"\nroles = ["security"]\nsha256 = "{sec_hash}"\n'
         f'sites = ["b"]\n'
         f'[[tokens]]\nname = "ship"\nroles = ["shipper"]\nsha256 = "{ship_hash}"\n'
-        '[[sites]]\nname = "a"\nhosts = ["a.example"]\n'
+        'operator = true\n[[sites]]\nname = "a"\nhosts = ["a.example"]\n'
         '[[sites]]\nname = "b"\nhosts = ["b.example"]\n')
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer

@@ -70,6 +70,12 @@ def test_precedence_file_env_flag(tmp_path: Path) -> None:
     ('[enrich]\ncity_db = "/nonexistent.mmdb"\n', {},
      "enrich.city_db: file '/nonexistent.mmdb' does not exist"),
     ('[[tokens]]\nname = "x"\nroles = ["root"]\nsha256 = "00"\n', {}, "tokens[x].roles:"),
+    ('[[sites]]\nname = "a"\nhosts = ["a.example"]\n[[tokens]]\nname = "t"\nroles = ["sre"]\n'
+     'sha256 = "' + "0" * 64 + '"\n', {},
+     "tokens[t].sites: a token without sites holds every site, which is for the operator's "
+     "own tokens only: list its sites or set operator = true"),
+    ('[[sites]]\nname = "a"\nhosts = ["a.example"]\n[syslog]\nsites = ["zz"]\n', {},
+     "syslog.sites: unknown site 'zz'"),
 ])
 def test_bad_settings_name_the_setting(tmp_path: Path, toml: str, env: dict[str, str],
                                        message: str) -> None:

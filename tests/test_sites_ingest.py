@@ -41,8 +41,7 @@ hosts = ["b.example"]
     for name, (_token, digest) in tokens.items():
         r, sites = roles[name]
         text += f'\n[[tokens]]\nname = "{name}"\nroles = {r}\nsha256 = "{digest}"\n'
-        if sites:
-            text += f"sites = {sites}\n"
+        text += f"sites = {sites}\n" if sites else "operator = true\n"
     cfg = tmp_path / "lethelog.toml"
     cfg.write_text(text)
     return cfg, {k: v[0] for k, v in tokens.items()}
@@ -142,5 +141,37 @@ async def test_per_site_masking_and_consent(tmp_path: Path) -> None:
         assert body["accepted"] == 1  # counted in aggregates only: not a live record
         got = await live(client, tok["reader-all"])
         assert [(r["path"], r["ip"]) for r in got] == [("/b", "198.51.0.0")]
+    finally:
+        await client.close()
+
+
+async def test_syslog_listener_writes_only_to_its_sites(tmp_path: Path) -> None:
+    """Syslog has no token: ``syslog.sites`` scopes the listener like a shipper token."""
+    import socket
+
+    from tests.service import free_port
+
+    cfg, tok = site_config(tmp_path)
+    port = free_port()
+    cfg.write_text(cfg.read_text() + f'\n[syslog]\nudp = "127.0.0.1:{port}"\nsites = ["a"]\n'
+                   'format = "vhost_combined"\n')
+    client = TestClient(TestServer(create_app(load_settings(cfg, env={}))))
+    await client.start_server()
+    try:
+        stamp = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for host, path in (("a.example", "/via-syslog-a"), ("b.example", "/via-syslog-b")):
+                line = (f'{host}:443 198.51.100.3 - - [{stamp}] "GET {path} HTTP/1.1" 200 5 '
+                        '"-" "curl/8"')
+                sock.sendto(f"<190>Nov 27 09:00:00 web nginx: {line}".encode(),
+                            ("127.0.0.1", port))
+        for _ in range(50):
+            got = await live(client, tok["reader-all"])
+            if got:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        got = await live(client, tok["reader-all"])
+        assert [(r["site"], r["path"]) for r in got] == [("a", "/via-syslog-a")]
     finally:
         await client.close()

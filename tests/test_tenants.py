@@ -88,6 +88,8 @@ def config(tmp_path: Path, idle: str = "3650d", site_idle: dict[str, str] | None
             text += f'[[tokens]]\nname = "{name}"\nroles = ["{role}"]\nsha256 = "{digest}"\n'
             if sites is not None:
                 text += "sites = [" + ", ".join(f'"{s}"' for s in sites) + "]\n"
+            else:
+                text += "operator = true\n"
     cfg = tmp_path / "lethelog.toml"
     cfg.write_text(text)
     settings = load_settings(cfg, env={}, overrides={

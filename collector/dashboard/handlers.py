@@ -174,7 +174,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                                        "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     await resp.prepare(request)
     audit(request, endpoint="/dashboard/api/stream", query=None, rows=0)
-    q = runner.subscribe()
+    q = runner.subscribe(sites)
     try:
         await resp.write(b"retry: 3000\n\nevent: hello\ndata: {}\n\n")
         while True:

@@ -120,6 +120,8 @@ class SyslogReceiver:
         self.pipeline = pipeline
         self.store = store
         self.metrics = metrics
+        # syslog carries no token: the listener's own site scope stands in for a shipper's
+        self.sites: frozenset[str] | None = frozenset(self.cfg.sites) if self.cfg.sites else None
         self.allowed = Networks(self.cfg.allowed_networks)
         self.parser: LineParser = compile_format(self.cfg.format)
         self.ssl = server_ssl_context(self.cfg)
@@ -214,7 +216,8 @@ class SyslogReceiver:
             self._throttle("syslog_malformed", malformed=counters.malformed)
         if not bodies:
             return []
-        result = self.pipeline.process(parse_lines(bodies, self.parser), source=self.cfg.source)
+        result = self.pipeline.process(parse_lines(bodies, self.parser), source=self.cfg.source,
+                                       sites=self.sites)
         if result.errors:
             counters.rejected += len(result.errors)
             for _, reason in result.errors:
