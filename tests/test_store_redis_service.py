@@ -290,3 +290,15 @@ def test_serve_with_an_unreachable_cluster_exits_with_one_line(tmp_path: Path) -
     last = out.stderr.decode().strip().splitlines()[-1]
     assert last.startswith("lethelog: bad setting: store.redis_nodes: cannot use the Redis")
     assert "Traceback" not in out.stderr.decode()
+
+
+async def test_detectors_stay_off_on_a_backend_without_sql(tmp_path: Path) -> None:
+    """The runner checks the backend's capability instead of failing every tick."""
+    from collector.detect import DetectorRunner
+    from collector.store.redis import RedisStore
+
+    assert RedisStore.supports_sql is False
+    runner = DetectorRunner(make_settings(tmp_path / "data"), RedisStore.__new__(RedisStore))
+    await runner.start()
+    assert runner._task is None
+    await runner.close()

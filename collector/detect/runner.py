@@ -68,6 +68,10 @@ class DetectorRunner:
                 self.engine.tracker.open[a.key] = a
         if self.webhook is not None:
             self.webhook.start()
+        if background and self.cfg.enabled and not self.store.supports_sql:
+            log.warning("detectors_disabled", backend=type(self.store).__name__,
+                        reason="the detectors read the aggregates, which need the sqlite store")
+            return
         if background and self.cfg.enabled:
             self._task = asyncio.create_task(self._forever())
 

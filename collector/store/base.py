@@ -61,6 +61,11 @@ class Store(ABC):
     * Nothing raw reaches the store: callers pass masked, scrubbed records only.
     """
 
+    #: Whether SQL features (query language, aggregates, detectors, admin) can run on this
+    #: backend via ``read(fn)`` (the embedded SQLite store can; a backend that can't says so,
+    #: and those features check it instead of failing on every request).
+    supports_sql: bool = True
+
     @abstractmethod
     async def start(self) -> None: ...
 

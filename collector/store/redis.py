@@ -133,6 +133,8 @@ def decode(raw: bytes, session: str | None) -> Record:
 
 
 class RedisStore(Store):
+    supports_sql = False  # query, aggregates, detectors and admin need the sqlite store
+
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
