@@ -1,7 +1,7 @@
 """``create_app(settings)``: the service, its routes, and each resource's lifecycle in order.
 
 Read the ``cleanup_ctx`` list top to bottom to see start-up, bottom to top to see shutdown:
-keys → store → enrichment → pipeline → sweeper → syslog.
+keys → audit log → store → enrichment → pipeline → sweeper → syslog → detectors.
 """
 
 from __future__ import annotations
