@@ -13,7 +13,11 @@ All workers pseudonymise with the same secret: the parent opens the data directo
 
 Records arrive with source ``import`` (``--source``): the log clock of that source advances with
 the file's timestamps, so replaying an old file ends its sessions as it goes and keeps only those
-still open at its end, exactly as a shipper replaying it to ``serve`` would.
+still open at its end, exactly as a shipper replaying it to ``serve`` would. With the SQLite
+store the import runs it in replay mode (:meth:`collector.store.sqlite.SQLiteStore.replay`): the
+records of a session that ends during the replay are counted into the aggregates but never
+written to the database file; only the sessions open at the end (or pushed out of memory by
+``--hold``) are.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ from collector.record import Record
 from collector.settings import Settings
 from collector.sources.body import BodyError, read_body
 from collector.store import Store, StoreBusy, open_store
+from collector.store.sqlite import SQLiteStore
 
 log = structlog.get_logger("lethelog.import")
 
 CHUNK_LINES = 4000  # lines per task sent to a worker
 FIRST_ERRORS = 5  # rejected lines listed in the summary
+HOLD_RECORDS = 200_000  # replay mode's default cap on records held in memory
 
 
 class ImportFailed(Exception):
@@ -225,6 +231,7 @@ class Totals:
     started: float = field(default_factory=time.monotonic)
     sessions_live: int = 0
     records_live: int = 0
+    records_written: int = 0  # record rows that reached the database file (replay mode: few)
 
     @property
     def elapsed(self) -> float:
@@ -319,6 +326,7 @@ class ImportOptions:
     in_flight: int = 6  # store writes waiting at once
     progress: bool = False
     chunk_lines: int = CHUNK_LINES
+    hold: int = HOLD_RECORDS  # replay mode: records of open sessions kept in memory at most
 
 
 async def _write(store: Store, records: list[Record]) -> Any:
@@ -362,6 +370,8 @@ async def run_import(settings: Settings, opts: ImportOptions, out: IO[str] | Non
     else:
         inline = _build_pipeline(settings, key, opts.source)
     store = open_store(settings, Metrics())
+    if isinstance(store, SQLiteStore) and opts.hold > 0:
+        store.replay(opts.hold)
     await store.start()
     totals = Totals()
     progress = Progress(out, inputs, opts.progress)
@@ -416,6 +426,8 @@ async def run_import(settings: Settings, opts: ImportOptions, out: IO[str] | Non
             pool.terminate()
             pool.join()
         await store.close()
+        if isinstance(store, SQLiteStore):
+            totals.records_written = store.inserted
         progress.update(totals, force=True)
         progress.finish()
     log.info("import_finished", lines=totals.lines, accepted=totals.accepted,

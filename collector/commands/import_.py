@@ -20,6 +20,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="worker processes for parse/mask/enrich (default: one per core; "
                    "1: everything in this process)")
+    p.add_argument("--hold", type=int, default=None, metavar="N",
+                   help="records of open sessions kept in memory during the replay (default "
+                   "200000; beyond it the oldest open sessions are written to the store; "
+                   "0: write every record as serve does)")
     p.add_argument("--source", default="import",
                    help="source name the records and their sessions carry (default import)")
 
@@ -33,11 +37,16 @@ def run(ns: argparse.Namespace) -> int:
     if ns.workers < 0:
         print("lethelog import: --workers must be 0 or more", file=sys.stderr)
         return 2
+    if ns.hold is not None and ns.hold < 0:
+        print("lethelog import: --hold must be 0 or more", file=sys.stderr)
+        return 2
     if ns.files.count("-") > 1:
         print("lethelog import: '-' (stdin) may be given once", file=sys.stderr)
         return 2
     opts = ImportOptions(files=list(ns.files), fmt=ns.fmt, workers=ns.workers,
                          source=ns.source, progress=sys.stdout.isatty())
+    if ns.hold is not None:
+        opts.hold = ns.hold
     try:
         totals = asyncio.run(run_import(settings, opts))
     except ImportFailed as exc:

@@ -10,6 +10,14 @@ Layout for cheap writes and cheap forgetting:
 
 Writes are group-committed: the writer takes every batch waiting in the queue into one
 transaction, then resolves each caller's future. A caller hears back only after the commit.
+
+Replay mode (``lethelog import`` only, :meth:`SQLiteStore.replay`): the writer holds the records
+of the sessions it opened in memory instead of inserting them. A session that ends during the
+replay — most of an old file's — is counted into the aggregates and metrics exactly as in
+``serve``, and its records are dropped from memory without ever reaching the database file. Only
+the sessions still open when the import ends (or the oldest open ones, when more than ``hold``
+records are held) are written, in arrival order, as ``serve`` would have written them. ``serve``
+never uses it: there a write is acknowledged only once committed.
 """
 
 from __future__ import annotations
@@ -101,6 +109,20 @@ class SQLiteStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._records = 0
         self.aggregates = StoreAggregates(settings)
+        self.inserted = 0  # record rows written to the database file since start
+        # replay mode: sid -> [(arrival number, record)] of sessions opened and not yet written
+        self._hold: int | None = None
+        self._held: dict[int, list[tuple[int, Record]]] = {}
+        self._held_count = 0
+        self._seq = 0
+
+    def replay(self, hold: int) -> None:
+        """Replay mode (import only; call before :meth:`start`): keep the records of open
+        sessions in memory, at most ``hold`` of them, and write only those of sessions still
+        open at :meth:`close` (or pushed out by the cap). See the module docstring."""
+        if hold < 1:
+            raise ValueError("hold must be at least 1 record")
+        self._hold = hold
 
     def _new_table(self) -> SessionTable:
         s = self.settings
@@ -143,6 +165,8 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         if self._thread is not None:
+            if self._hold is not None:
+                await self._submit("persist", None, bounded=False)
             await self._submit("checkpoint", None, bounded=False)
             self._queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
@@ -217,12 +241,16 @@ class SQLiteStore(Store):
                 results.append(self._write_batch(conn, records, wall))
             ended = self.table.expire(wall)
             deleted = self._delete_sessions(conn, ended)
+            if self._hold is not None and self._held_count > self._hold:
+                self._evict(conn)
             self._save_clocks(conn)
             self.aggregates.flush(conn, wall)
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK") if conn.in_transaction else None
             log.error("store_write_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            self._records -= self._held_count  # held sessions are gone with the table
+            self._held, self._held_count = {}, 0
             self._reload_sessions(conn)
             self.aggregates.rolled_back(conn)
             for _, _, fut in jobs:
@@ -246,6 +274,7 @@ class SQLiteStore(Store):
         rows = []
         started = 0
         sids: list[int | None] = []  # each record's session, for the aggregates
+        held = self._held if self._hold is not None else None
         for rec in records:
             if rec.get("aggregate_only"):
                 sids.append(None)
@@ -258,11 +287,23 @@ class SQLiteStore(Store):
             if touch.ended is not None:
                 ended.append(touch.ended)
                 touched.pop(touch.ended.sid, None)
+            sids.append(s.sid)
+            if held is not None:
+                mine = held.get(s.sid)
+                if mine is None and s.records == 1:  # opened in replay mode: hold its records
+                    mine = held[s.sid] = []
+                if mine is not None:
+                    self._seq += 1
+                    mine.append((self._seq, rec))  # its row is built only if it is written
+                    self._held_count += 1
+                    self._records += 1
+                    continue
             touched[s.sid] = s
             rows.append(_row(s.sid, rec))
-            sids.append(s.sid)
         self.aggregates.add(records, sids)
-        conn.executemany(_INSERT, rows)
+        if rows:
+            conn.executemany(_INSERT, rows)
+            self.inserted += len(rows)
         self._records += len(rows)
         deleted = self._delete_sessions(conn, ended)
         conn.executemany(_UPSERT_SESSION, [
@@ -282,16 +323,69 @@ class SQLiteStore(Store):
 
     def _delete_sessions(self, conn: sqlite3.Connection, ended: Iterable[Session]) -> int:
         sids = [s.sid for s in ended]
-        if not sids:
-            return 0
         deleted = 0
+        if self._held:  # replay mode: a held session's records never reach the file
+            written = []
+            for sid in sids:
+                mine = self._held.pop(sid, None)
+                if mine is None:
+                    written.append(sid)
+                else:
+                    deleted += len(mine)
+            self._held_count -= deleted
+            self._records -= deleted
+            sids = written
+        if not sids:
+            return deleted
+        on_disk = 0
         for chunk in _chunks(sids, 500):
             marks = ",".join("?" * len(chunk))
-            deleted += conn.execute(f"DELETE FROM records WHERE sid IN ({marks})", chunk).rowcount
+            on_disk += conn.execute(f"DELETE FROM records WHERE sid IN ({marks})", chunk).rowcount
             conn.execute(f"DELETE FROM sessions WHERE sid IN ({marks})", chunk)
-        self._records -= deleted
+        self._records -= on_disk
         self._needs_checkpoint = True
-        return deleted
+        return deleted + on_disk
+
+    def _evict(self, conn: sqlite3.Connection) -> None:
+        """Replay mode over its cap: write the oldest held sessions (to 3/4 of the cap)."""
+        assert self._hold is not None
+        target = self._hold * 3 // 4
+        out: list[int] = []
+        n = self._held_count
+        for sid, mine in self._held.items():  # insertion order: oldest session first
+            if n <= target:
+                break
+            out.append(sid)
+            n -= len(mine)
+        self._write_held(conn, out)
+
+    def _write_held(self, conn: sqlite3.Connection, sids: list[int]) -> int:
+        """Insert the held records of ``sids`` in arrival order, and their session rows."""
+        held: list[tuple[int, int, Record]] = []
+        for sid in sids:
+            held.extend((seq, sid, rec) for seq, rec in self._held.pop(sid))
+        held.sort(key=_first)
+        conn.executemany(_INSERT, [_row(sid, rec) for _, sid, rec in held])
+        by_sid = self.table.by_sid
+        conn.executemany(_UPSERT_SESSION, [
+            (s.sid, s.id, s.key, s.source, s.site, s.first_log, s.last_log, s.last_wall, s.records)
+            for s in (by_sid[sid] for sid in sids)
+        ])
+        self._held_count -= len(held)
+        self.inserted += len(held)
+        return len(held)
+
+    def _do_persist(self, conn: sqlite3.Connection, _: Any) -> int:
+        """Replay mode's end: write every session still open, then write through from now on."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = self._write_held(conn, list(self._held))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._hold = None
+        return n
 
     def _count_ended(self, sessions: int, records: int) -> None:
         if sessions:
@@ -436,6 +530,10 @@ def row_to_record(row: tuple[Any, ...]) -> Record:
         if rec.get(b) is not None:
             rec[b] = bool(rec[b])
     return rec
+
+
+def _first(item: tuple[int, int, Record]) -> int:
+    return item[0]
 
 
 def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
