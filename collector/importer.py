@@ -36,6 +36,7 @@ from typing import IO, Any, cast
 
 import structlog
 
+from collector.aggregates.counter import Partial, partial_counts
 from collector.enrich.geo import GeoEnricher
 from collector.enrich.ua import UAEnricher
 from collector.keys import Key, KeyRing
@@ -95,6 +96,7 @@ class ChunkResult:
     records: list[Record]
     errors: list[tuple[int, str]]
     dropped: int
+    partial: Partial | None = None  # the records' session-independent aggregate counts
 
 
 _worker_pipeline: Pipeline | None = None
@@ -127,8 +129,12 @@ def process_chunk(chunk: Chunk, pipeline: Pipeline | None = None,
         lines = chunk.data.count(b"\n")
         return ChunkResult(chunk.file, lines, [], [(chunk.first_line, str(exc))], 0)
     errors = [(line + offset, reason) for line, reason in result.errors]
+    partial = None
+    if settings.store.backend == "sqlite":
+        m = settings.masking  # counted here, in parallel, instead of in the store's writer
+        partial = partial_counts(result.records, m.ipv4_keep_bits, m.ipv6_keep_bits)
     return ChunkResult(chunk.file, chunk.data.count(b"\n") - chunk.prefix, result.records,
-                       errors, result.dropped)
+                       errors, result.dropped, partial)
 
 
 # --------------------------------------------------------------------------- reading files
@@ -329,9 +335,11 @@ class ImportOptions:
     hold: int = HOLD_RECORDS  # replay mode: records of open sessions kept in memory at most
 
 
-async def _write(store: Store, records: list[Record]) -> Any:
+async def _write(store: Store, records: list[Record], partial: Partial | None) -> Any:
     while True:
         try:
+            if isinstance(store, SQLiteStore):
+                return await store.write(records, partial)
             return await store.write(records)
         except StoreBusy as exc:
             await asyncio.sleep(min(exc.retry_after, 0.05))
@@ -388,7 +396,7 @@ async def run_import(settings: Settings, opts: ImportOptions, out: IO[str] | Non
             if len(totals.errors) < FIRST_ERRORS:
                 totals.errors.append((name, line, reason))
         if res.records:
-            writes.append(asyncio.ensure_future(_write(store, res.records)))
+            writes.append(asyncio.ensure_future(_write(store, res.records, res.partial)))
         while len(writes) > opts.in_flight:
             _add_written(totals, await writes.popleft())
         progress.update(totals)

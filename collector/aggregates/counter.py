@@ -17,18 +17,28 @@ sessions it has counted as active. Only the two resulting counts are persisted:
 
 The memory dies with the session (pruned against the live session table); nothing of it is
 written anywhere.
+
+Speed: per record, the writer checks with one set comparison whether the session is new to any
+of its groups (in all and in this minute) and touches only those rows. The counters that do not
+depend on sessions (requests, bytes, statuses, bots, anonymizers, request-time buckets) of every
+group but the path template's can be counted before the writer, in parallel, with
+:func:`partial_counts` (``lethelog import`` does it in its worker processes) and handed to
+``add(..., partial=...)``, which merges them; without ``partial`` the writer counts everything.
+The result is the same row for row (``tests/test_aggregates_fast.py``).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
+from operator import add as _plus
 from typing import Any
 
 from collector.aggregates.schema import COUNTERS, DIMS, IDX, PATH_DIMS, RT_EDGES, UPSERT
 from collector.record import Record
 
 Key = tuple[int, str, str, str]  # (minute, site, dim, value)
+Partial = dict[Key, list[float]]  # counters counted before the writer, see partial_counts
 Group = tuple[str, str]  # (dim, value)
 
 ACTIVE_WINDOW = 3  # minutes behind the newest one for which active sessions are remembered
@@ -42,6 +52,11 @@ _I_ANON = {"is_vpn": IDX["anon_vpn"], "is_tor": IDX["anon_tor"],
            "is_anonymous_proxy": IDX["anon_proxy"], "is_hosting": IDX["anon_hosting"]}
 _I_RTC, _I_RTS, _I_RT0 = IDX["rt_count"], IDX["rt_sum"], IDX["rt_0"]
 _PATH_POS = 1 + list(DIMS).index("path_template")
+_NET_POS = 1 + list(DIMS).index("network")
+_NAMES = ("", *DIMS)  # group dims in order: the total, then every dimension
+# fields read per record, in group order; the total's "field" is a key no record has (-> "")
+_FIELDS = ("\0total", *DIMS.values())
+_PATH_DIM_POS = tuple(_NAMES.index(d) for d in sorted(PATH_DIMS))
 
 
 def dim_value(rec: Record, dim: str, v4_bits: int, v6_bits: int) -> str:
@@ -71,56 +86,102 @@ class Aggregator:
         self.safe_paths: set[tuple[str, str]] = set()  # (site, path) seen in >= k sessions
         self.rare: dict[tuple[str, str], tuple[set[int], int]] = {}  # -> (sessions, last minute)
         self.pending: dict[Key, list[float]] = {}
-        self.seen: dict[int, set[Group]] = {}
-        self.active: dict[int, dict[tuple[str, str, str], set[int]]] = {}
+        self.seen: dict[int, set[Group]] = {}  # sid -> groups it was counted in
+        # minute -> (sid, site) -> groups the session was counted active in during that minute
+        self.active: dict[int, dict[tuple[int, str], set[Group]]] = {}
         self.paths: dict[int, dict[tuple[str, str, str], set[str]]] = {}
         self.newest = 0  # newest minute counted
 
     # ------------------------------------------------------------------ counting
 
-    def add(self, records: Sequence[Record], sids: Sequence[int | None]) -> None:
-        """Count ``records`` (``sids[i]``: the session of record i, None when it has none)."""
-        pending, seen = self.pending, self.seen
+    def add(self, records: Sequence[Record], sids: Sequence[int | None],
+            partial: dict[Key, list[float]] | None = None) -> None:
+        """Count ``records`` (``sids[i]``: the session of record i, None when it has none).
+
+        ``partial``: :func:`partial_counts` of these same records, already counted elsewhere.
+        """
+        pending, seen, safe_paths = self.pending, self.seen, self.safe_paths
+        if partial:
+            for key, vals in partial.items():
+                row = pending.get(key)
+                pending[key] = vals[:] if row is None else list(map(_plus, row, vals))
         for rec, sid in zip(records, sids, strict=True):
-            t = rec.get("time")
+            get = rec.get
+            t = get("time")
             if not isinstance(t, int | float):
                 continue
             minute = int(t // 60) * 60
             if minute > self.newest:
                 self.newest = minute
                 self._prune_minutes()
-            site = rec.get("site") or "default"
-            status = rec.get("status")
+            site = get("site") or "default"
+            status = get("status")
             status = status if isinstance(status, int) else 0
-            is_4xx = 400 <= status < 500
-            vals: list[Group] = [("", "")]
-            vals.extend((d, dim_value(rec, d, self.v4, self.v6)) for d in DIMS)
-            vals[_PATH_POS] = ("path_template", self._path(site, vals[_PATH_POS][1], sid, minute))
-            path = rec.get("path_template") or "" if is_4xx else ""
-            session_groups = seen.setdefault(sid, set()) if sid is not None else None
+            groups = _groups(get, self.v4, self.v6)
+            path_value = groups[_PATH_POS][1]
+            if path_value and (site, path_value) not in safe_paths:
+                groups[_PATH_POS] = ("path_template", self._path(site, path_value, sid, minute))
             recent = minute > self.newest - ACTIVE_WINDOW * 60
-            act = self.active.setdefault(minute, {}) if recent and sid is not None else None
+            new: set[Group] | tuple[()] = ()  # groups the session is new to
+            fresh: set[Group] | tuple[()] = ()  # ... or new to in this minute
+            if sid is not None:
+                counted = seen.get(sid)
+                if counted is None:
+                    counted = seen[sid] = set()
+                if not counted.issuperset(groups):
+                    new = set(groups).difference(counted)
+                    counted.update(new)
+                if recent:
+                    by_session = self.active.get(minute)
+                    if by_session is None:
+                        by_session = self.active[minute] = {}
+                    was = by_session.get((sid, site))
+                    if was is None:
+                        fresh = by_session[(sid, site)] = set(groups)
+                    elif not was.issuperset(groups):
+                        fresh = set(groups).difference(was)
+                        was.update(fresh)
+            scanned: set[Group] | tuple[()] = ()  # groups with a 4xx path new this minute
+            if recent and 400 <= status < 500:
+                path = get("path_template")
+                if path:
+                    scanned = self._scanned(minute, site, groups, path)
             deltas = _deltas(rec, status)  # the same increments go to every group's row
-            for dim, value in vals:
+            rts: list[float] = []
+            if partial is None:
+                touch: Iterable[Group] = groups
+            else:  # only what partial_counts left out: the path's row, session counts, rt sums
+                rts = [v for i, v in deltas if i == _I_RTS]
+                touch = groups if rts else {groups[_PATH_POS], *new, *fresh, *scanned}
+            for group in touch:
+                dim, value = group
                 key = (minute, site, dim, value)
                 row = pending.get(key)
                 if row is None:
                     row = pending[key] = [0.0] * _N
-                for i, v in deltas:
-                    row[i] += v
-                if session_groups is not None and (dim, value) not in session_groups:
-                    session_groups.add((dim, value))
+                if partial is None or dim == "path_template":
+                    for i, v in deltas:
+                        row[i] += v
+                elif rts:
+                    row[_I_RTS] += rts[0]
+                if group in new:
                     row[_I_NEW] += 1
-                if act is not None:
-                    who = act.setdefault((site, dim, value), set())
-                    if sid not in who:
-                        who.add(sid)  # type: ignore[arg-type]
-                        row[_I_ACT] += 1
-                if is_4xx and path and dim in PATH_DIMS and recent:
-                    ps = self.paths.setdefault(minute, {}).setdefault((site, dim, value), set())
-                    if path not in ps:
-                        ps.add(path)
-                        row[_I_P4] += 1
+                if group in fresh:
+                    row[_I_ACT] += 1
+                if group in scanned:
+                    row[_I_P4] += 1
+
+    def _scanned(self, minute: int, site: str, groups: list[Group], path: str) -> set[Group]:
+        """The scan-dimension groups for which ``path`` is a new 4xx path in ``minute``."""
+        out = set()
+        by_group = self.paths.setdefault(minute, {})
+        for pos in _PATH_DIM_POS:
+            dim, value = groups[pos]
+            ps = by_group.setdefault((site, dim, value), set())
+            if path not in ps:
+                ps.add(path)
+                out.add(groups[pos])
+        return out
 
     def _path(self, site: str, path: str, sid: int | None, minute: int) -> str:
         """The path template as stored: itself once k sessions used it, else ``"other"``."""
@@ -196,12 +257,50 @@ class Aggregator:
             groups.update(vals)
             minute = int(t // 60) * 60
             if minute > horizon:
-                act = self.active.setdefault(minute, {})
+                self.active.setdefault(minute, {}).setdefault((sid, site), set()).update(vals)
                 for dim, value in vals:
-                    act.setdefault((site, dim, value), set()).add(sid)
                     if 400 <= status < 500 and dim in PATH_DIMS and rec.get("path_template"):
                         self.paths.setdefault(minute, {}).setdefault(
                             (site, dim, value), set()).add(rec["path_template"])
+
+
+def _groups(get: Any, v4: int, v6: int) -> list[Group]:
+    """Every group of a record (``get``: its ``.get``), the total first, values as
+    :func:`dim_value` gives them (the path template not yet checked against k)."""
+    values = ["" if v is None else v if v.__class__ is str else str(v) for v in map(get, _FIELDS)]
+    net = values[_NET_POS]
+    if net:
+        values[_NET_POS] = f"{net}/{v6 if ':' in net else v4}"
+    return list(zip(_NAMES, values, strict=True))
+
+
+def partial_counts(records: Iterable[Record], ipv4_bits: int, ipv6_bits: int
+                   ) -> dict[Key, list[float]]:
+    """The session-independent counters of ``records`` for every group but the path template
+    (whose stored value depends on sessions), request-time sums left out (the writer adds them
+    in record order, so float sums stay the same): for ``Aggregator.add(..., partial=)``."""
+    out: dict[Key, list[float]] = {}
+    skip = _PATH_POS
+    for rec in records:
+        get = rec.get
+        t = get("time")
+        if not isinstance(t, int | float):
+            continue
+        minute = int(t // 60) * 60
+        site = get("site") or "default"
+        status = get("status")
+        deltas = [d for d in _deltas(rec, status if isinstance(status, int) else 0)
+                  if d[0] != _I_RTS]
+        for j, (dim, value) in enumerate(_groups(get, ipv4_bits, ipv6_bits)):
+            if j == skip:
+                continue
+            key = (minute, site, dim, value)
+            row = out.get(key)
+            if row is None:
+                row = out[key] = [0.0] * _N
+            for i, v in deltas:
+                row[i] += v
+    return out
 
 
 def _deltas(rec: Record, status: int) -> list[tuple[int, float]]:

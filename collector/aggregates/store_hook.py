@@ -8,7 +8,7 @@ from collections.abc import Container, Sequence
 
 import structlog
 
-from collector.aggregates.counter import Aggregator
+from collector.aggregates.counter import Aggregator, Partial
 from collector.aggregates.maintain import maintain
 from collector.aggregates.schema import SCHEMA
 from collector.record import Record
@@ -34,8 +34,9 @@ class StoreAggregates:
             conn.execute(stmt)
         self.counter.rebuild(conn)
 
-    def add(self, records: Sequence[Record], sids: Sequence[int | None]) -> None:
-        self.counter.add(records, sids)
+    def add(self, records: Sequence[Record], sids: Sequence[int | None],
+            partial: Partial | None = None) -> None:
+        self.counter.add(records, sids, partial)
 
     def flush(self, conn: sqlite3.Connection, wall: float) -> None:
         self.rows_written += self.counter.flush(conn, wall)

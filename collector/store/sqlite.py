@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 import structlog
 
+from collector.aggregates.counter import Partial
 from collector.aggregates.store_hook import StoreAggregates
 from collector.metrics import Metrics
 from collector.record import STORED_FIELDS, Record
@@ -237,8 +238,8 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
             wall = time.time()
-            for _, records, _ in jobs:
-                results.append(self._write_batch(conn, records, wall))
+            for _, (records, partial), _ in jobs:
+                results.append(self._write_batch(conn, records, wall, partial))
             ended = self.table.expire(wall)
             deleted = self._delete_sessions(conn, ended)
             if self._hold is not None and self._held_count > self._hold:
@@ -267,8 +268,8 @@ class SQLiteStore(Store):
         for (_, _, fut), res in zip(jobs, results, strict=True):
             self._resolve(fut, res, None)
 
-    def _write_batch(self, conn: sqlite3.Connection, records: list[Record], wall: float
-                     ) -> WriteResult:
+    def _write_batch(self, conn: sqlite3.Connection, records: list[Record], wall: float,
+                     partial: Partial | None = None) -> WriteResult:
         touched: dict[int, Session] = {}
         ended: list[Session] = []
         rows = []
@@ -300,7 +301,7 @@ class SQLiteStore(Store):
                     continue
             touched[s.sid] = s
             rows.append(_row(s.sid, rec))
-        self.aggregates.add(records, sids)
+        self.aggregates.add(records, sids, partial)
         if rows:
             conn.executemany(_INSERT, rows)
             self.inserted += len(rows)
@@ -443,10 +444,12 @@ class SQLiteStore(Store):
 
     # ------------------------------------------------------------------ public API
 
-    async def write(self, records: list[Record]) -> WriteResult:
+    async def write(self, records: list[Record], partial: Partial | None = None) -> WriteResult:
+        """``partial``: ``collector.aggregates.counter.partial_counts`` of ``records``, counted
+        before the writer (by ``lethelog import``'s workers); None: the writer counts it all."""
         if not records:
             return WriteResult()
-        return await asyncio.shield(self._submit("write", records, bounded=True))
+        return await asyncio.shield(self._submit("write", (records, partial), bounded=True))
 
     async def sweep(self, now: float) -> SweepResult:
         return await self._submit("sweep", now, bounded=False)
