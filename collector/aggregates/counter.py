@@ -30,6 +30,7 @@ The result is the same row for row (``tests/test_aggregates_fast.py``).
 from __future__ import annotations
 
 import sqlite3
+from array import array
 from collections.abc import Container, Iterable, Sequence
 from operator import add as _plus
 from typing import Any
@@ -38,7 +39,7 @@ from collector.aggregates.schema import COUNTERS, DIMS, IDX, PATH_DIMS, RT_EDGES
 from collector.record import Record
 
 Key = tuple[int, str, str, str]  # (minute, site, dim, value)
-Partial = dict[Key, list[float]]  # counters counted before the writer, see partial_counts
+Partial = dict[Key, "array[float]"]  # counters counted before the writer: partial_counts
 Group = tuple[str, str]  # (dim, value)
 
 ACTIVE_WINDOW = 3  # minutes behind the newest one for which active sessions are remembered
@@ -53,6 +54,7 @@ _I_ANON = {"is_vpn": IDX["anon_vpn"], "is_tor": IDX["anon_tor"],
 _I_RTC, _I_RTS, _I_RT0 = IDX["rt_count"], IDX["rt_sum"], IDX["rt_0"]
 _PATH_POS = 1 + list(DIMS).index("path_template")
 _NET_POS = 1 + list(DIMS).index("network")
+_ZEROS = [0.0] * _N
 _NAMES = ("", *DIMS)  # group dims in order: the total, then every dimension
 # fields read per record, in group order; the total's "field" is a key no record has (-> "")
 _FIELDS = ("\0total", *DIMS.values())
@@ -95,7 +97,7 @@ class Aggregator:
     # ------------------------------------------------------------------ counting
 
     def add(self, records: Sequence[Record], sids: Sequence[int | None],
-            partial: dict[Key, list[float]] | None = None) -> None:
+            partial: Partial | None = None) -> None:
         """Count ``records`` (``sids[i]``: the session of record i, None when it has none).
 
         ``partial``: :func:`partial_counts` of these same records, already counted elsewhere.
@@ -104,7 +106,7 @@ class Aggregator:
         if partial:
             for key, vals in partial.items():
                 row = pending.get(key)
-                pending[key] = vals[:] if row is None else list(map(_plus, row, vals))
+                pending[key] = list(vals) if row is None else list(map(_plus, row, vals))
         for rec, sid in zip(records, sids, strict=True):
             get = rec.get
             t = get("time")
@@ -274,12 +276,12 @@ def _groups(get: Any, v4: int, v6: int) -> list[Group]:
     return list(zip(_NAMES, values, strict=True))
 
 
-def partial_counts(records: Iterable[Record], ipv4_bits: int, ipv6_bits: int
-                   ) -> dict[Key, list[float]]:
+def partial_counts(records: Iterable[Record], ipv4_bits: int, ipv6_bits: int) -> Partial:
     """The session-independent counters of ``records`` for every group but the path template
     (whose stored value depends on sessions), request-time sums left out (the writer adds them
-    in record order, so float sums stay the same): for ``Aggregator.add(..., partial=)``."""
-    out: dict[Key, list[float]] = {}
+    in record order, so float sums stay the same): for ``Aggregator.add(..., partial=)``. Rows
+    are ``array('d')``: they cross a process boundary as bytes, not as one float object each."""
+    out: Partial = {}
     skip = _PATH_POS
     for rec in records:
         get = rec.get
@@ -297,7 +299,7 @@ def partial_counts(records: Iterable[Record], ipv4_bits: int, ipv6_bits: int
             key = (minute, site, dim, value)
             row = out.get(key)
             if row is None:
-                row = out[key] = [0.0] * _N
+                row = out[key] = array("d", _ZEROS)
             for i, v in deltas:
                 row[i] += v
     return out
