@@ -6,7 +6,7 @@ import ipaddress
 import re
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from masking.ip import AddressError, Client, IPMasker, weaker_than_default
@@ -173,12 +173,23 @@ def test_ipv6_with_port_zone_and_expanded(raw: str, port: int, zone_id: str, v6:
         assert_hidden(raw, client, masker, 24, v6)
 
 
+def _plain(addr: str) -> str:
+    """An address as the masker writes it: IPv4-mapped IPv6 is unwrapped to IPv4."""
+    ip = ipaddress.ip_address(addr)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return ip.compressed
+
+
 @settings(max_examples=200)
 @given(
     chain=st.lists(st.one_of(ipv4, ipv6), min_size=1, max_size=6),
     trusted_mask=st.lists(st.booleans(), min_size=6, max_size=6),
     in_field=st.booleans(),
 )
+@example(chain=["::ffff:0:0"], trusted_mask=[False] * 6, in_field=False)  # mapped → IPv4
+@example(chain=["::ffff:10.0.0.1", "198.51.100.7"], trusted_mask=[False, True] + [False] * 4,
+         in_field=True)
 def test_forwarded_for_chains(chain: list[str], trusted_mask: list[bool], in_field: bool) -> None:
     trusted = [f"{a}/{32 if ':' not in a else 128}"
                for a, t in zip(chain, trusted_mask, strict=False) if t]
@@ -195,9 +206,9 @@ def test_forwarded_for_chains(chain: list[str], trusted_mask: list[bool], in_fie
         if not t:
             expected = addr
             break
-    assert client.ip == ipaddress.ip_address(expected).compressed
+    assert client.ip == _plain(expected)
     if not in_field and not is_trusted[-1]:
-        assert client.ip == ipaddress.ip_address(chain[-1]).compressed
+        assert client.ip == _plain(chain[-1])
     assert len(client.chain) == len(chain)
     for raw in chain:
         assert_hidden(raw, client, masker, 24, 48)
