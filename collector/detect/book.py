@@ -20,6 +20,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS anomalies_start ON anomalies(start)",
     "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value REAL NOT NULL)",
 ]
+CURSOR = "cursor:"  # state key prefix of a site's cursor ("cursor:*": the all-sites view)
 
 
 class AnomalyBook:
@@ -47,7 +48,10 @@ class AnomalyBook:
         assert self.conn is not None, "anomaly book not open"
         return self.conn
 
-    def save(self, anomalies: list[Anomaly], wall: float, cursor: int | None) -> None:
+    def save(self, anomalies: list[Anomaly], wall: float,
+             cursors: dict[str, int] | None) -> None:
+        """Anomalies opened, grown or closed, and (in the same transaction) the next minute to
+        evaluate of each site and of the all-sites view."""
         c = self._c()
         c.execute("BEGIN")
         c.executemany(
@@ -56,14 +60,24 @@ class AnomalyBook:
             "updated=excluded.updated, body=excluded.body",
             [(a.id, a.site, a.kind, a.start, a.end, wall, orjson.dumps(a.public()).decode())
              for a in anomalies])
-        if cursor is not None:
-            c.execute("INSERT INTO state (key, value) VALUES ('cursor', ?) "
-                      "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (cursor,))
+        if cursors:
+            c.executemany("INSERT INTO state (key, value) VALUES (?, ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                          [(CURSOR + site, t) for site, t in cursors.items()])
+            c.execute("DELETE FROM state WHERE key = 'cursor'")  # an older book's single cursor
         c.execute("COMMIT")
 
-    def cursor(self) -> int | None:
-        row = self._c().execute("SELECT value FROM state WHERE key = 'cursor'").fetchone()
-        return int(row[0]) if row else None
+    def cursors(self) -> tuple[dict[str, int], int | None]:
+        """(next minute per site and ``"*"``, the single cursor of an older book or None)."""
+        out: dict[str, int] = {}
+        legacy: int | None = None
+        for key, value in self._c().execute("SELECT key, value FROM state WHERE key LIKE "
+                                            "'cursor%'"):
+            if key == "cursor":
+                legacy = int(value)
+            elif key.startswith(CURSOR):
+                out[key[len(CURSOR):]] = int(value)
+        return out, legacy
 
     def open_anomalies(self) -> list[Anomaly]:
         out = []

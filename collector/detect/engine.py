@@ -2,7 +2,9 @@
 
 Pure computation on :class:`~collector.detect.minute.Minute` objects (log time): the runner
 feeds it from the aggregates, tests feed it directly. A site seen once keeps being evaluated
-every minute (an empty minute is a minute of zero traffic: that is how drops are seen).
+every minute (an empty minute is a minute of zero traffic: that is how drops are seen). Each site
+may be fed at its own pace (:meth:`Engine.feed_site`, the runner's per-site cursors); the
+all-sites view's minute ``t`` (:meth:`Engine.feed_all`) comes after the sites' minute ``t``.
 
 **Per-site baselines.** Each site has its own detector set and baselines, so a small site's
 spike is judged against the small site's normal, never hidden in the sum of all sites.
@@ -38,38 +40,64 @@ class Engine:
         self.detectors: dict[str, list[Any]] = {}
         self.summed: list[Any] | None = None  # the all-sites view's detectors (2+ sites)
         self.tracker = Tracker(cfg.close_after)
+        # what the sites found per minute, so the all-sites view does not repeat it
+        self.seen: dict[int, set[tuple[str, str]]] = {}
+        self.all_next = 0  # the all-sites view's next minute
+
+    def add_site(self, site: str) -> None:
+        """Start detectors for a site (a new sum of every site is learnt afresh from then)."""
+        if site == ALL_SITES or site in self.detectors:
+            return
+        self.detectors[site] = build(self.cfg, self.anonymizers)
+        if self.all_sites and len(self.detectors) >= 2:
+            self.summed = build(self.cfg, self.anonymizers)
 
     def feed(self, t: int, minutes: dict[str, Minute], track: bool = True) -> list[Event]:
-        """Evaluate minute ``t`` for every known site (``minutes``: the sites with traffic)."""
+        """Evaluate minute ``t`` for every known site (``minutes``: the sites with traffic),
+        then the all-sites view."""
         events: list[Event] = []
         minutes = {s: m for s, m in minutes.items() if s != ALL_SITES}  # reserved (settings)
         for site in minutes:
-            if site not in self.detectors:
-                self.detectors[site] = build(self.cfg, self.anonymizers)
-                if self.all_sites and len(self.detectors) >= 2:
-                    self.summed = build(self.cfg, self.anonymizers)  # a new sum: learnt afresh
-        seen: set[tuple[str, str]] = set()
-        for site, dets in self.detectors.items():
-            m = minutes.get(site) or empty(t, site)
-            findings = [f for det in dets for f in det(m)]
-            seen.update(_what(f) for f in findings)
-            if not track:
-                continue
-            opened, updated = self.tracker.step(t, site, findings)
-            events.extend(("opened", a) for a in opened)
-            events.extend(("updated", a) for a in updated)
-        if self.summed is not None:
-            m = combine(t, ALL_SITES, minutes.values())
-            findings = [f for det in self.summed for f in det(m)]
-            if track:
-                opened, updated = self.tracker.step(
-                    t, ALL_SITES, [f for f in findings if _what(f) not in seen])
-                events.extend(("opened", a) for a in opened)
-                events.extend(("updated", a) for a in updated)
-        if track:
-            events.extend(("closed", a) for a in self.tracker.close_quiet(t))
+            self.add_site(site)
+        for site in list(self.detectors):
+            events.extend(self.feed_site(t, site, minutes.get(site), track))
+        events.extend(self.feed_all(t, minutes, track))
         return events
 
+    def feed_site(self, t: int, site: str, minute: Minute | None, track: bool = True
+                  ) -> list[Event]:
+        """Evaluate one site's minute ``t`` (``None``: no traffic, a minute of zero)."""
+        self.add_site(site)
+        m = minute or empty(t, site)
+        findings = [f for det in self.detectors[site] for f in det(m)]
+        if self.summed is not None and t >= self.all_next:  # for the all-sites view's minute t
+            self.seen.setdefault(t, set()).update(_what(f) for f in findings)
+        if not track:
+            return []
+        opened, updated = self.tracker.step(t, site, findings)
+        events: list[Event] = [("opened", a) for a in opened]
+        events.extend(("updated", a) for a in updated)
+        events.extend(("closed", a) for a in self.tracker.close_quiet(t, (site,)))
+        return events
+
+    def feed_all(self, t: int, minutes: dict[str, Minute], track: bool = True) -> list[Event]:
+        """Evaluate the all-sites view's minute ``t`` (after the sites' own minute ``t``)."""
+        seen = self.seen.pop(t, set())
+        for old in [k for k in self.seen if k < t]:
+            del self.seen[old]
+        self.all_next = t + 60
+        if self.summed is None:
+            return []
+        m = combine(t, ALL_SITES, (v for s, v in minutes.items() if s != ALL_SITES))
+        findings = [f for det in self.summed for f in det(m)]
+        if not track:
+            return []
+        opened, updated = self.tracker.step(
+            t, ALL_SITES, [f for f in findings if _what(f) not in seen])
+        events: list[Event] = [("opened", a) for a in opened]
+        events.extend(("updated", a) for a in updated)
+        events.extend(("closed", a) for a in self.tracker.close_quiet(t, (ALL_SITES,)))
+        return events
 
 def _what(f: Finding) -> tuple[str, str]:
     return f.kind, repr(sorted(f.dims.items()))

@@ -55,6 +55,28 @@ def bounds(conn: sqlite3.Connection) -> tuple[int | None, int | None]:
     return (row[0], row[1]) if row else (None, None)
 
 
+@dataclass(slots=True)
+class SiteClock:
+    """What the aggregates tell of a site's progress."""
+
+    first: int  # first minute with traffic
+    newest: int  # newest minute with traffic: the site's newest record lies within it
+    arrived: float  # wall time its rows were last written (when it last sent something)
+    sources: tuple[str, ...]  # the shippers of its newest minute
+
+
+def site_clocks(conn: sqlite3.Connection) -> dict[str, SiteClock]:
+    """Every site's :class:`SiteClock`, from the per-minute rows."""
+    out = {site: SiteClock(int(a), int(b), float(w), ()) for site, a, b, w in conn.execute(
+        "SELECT site, min(t), max(t), max(updated) FROM agg WHERE dim = '' AND res = 60 "
+        "GROUP BY site")}
+    for site, c in out.items():
+        c.sources = tuple(v for (v,) in conn.execute(
+            "SELECT value FROM agg WHERE dim = 'source' AND t = ? AND res = 60 AND site = ?",
+            (c.newest, site)))
+    return out
+
+
 def sites_of(minutes: Iterable[Minute]) -> set[str]:
     return {m.site for m in minutes}
 

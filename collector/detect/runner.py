@@ -23,15 +23,16 @@ from typing import Any
 import structlog
 
 from collector.detect.book import AnomalyBook
-from collector.detect.engine import Engine, Event
-from collector.detect.minute import bounds, load_minutes
+from collector.detect.engine import ALL_SITES, Engine, Event
+from collector.detect.minute import SiteClock, bounds, load_minutes, site_clocks
 from collector.detect.webhook import Webhook
 from collector.settings import Settings
 
 log = structlog.get_logger("lethelog.detect")
 
 CHUNK = 120  # minutes read from the aggregates at a time
-LIVE_WINDOW = 3600.0
+LIVE_WINDOW = 3600.0  # a site whose log time is this close to the wall clock is live
+QUIET = 120.0  # a live site that sent nothing for this long has gone quiet (wall completes)
 REWARM = 86400  # seconds of aggregates replayed silently at start-up
 
 
@@ -45,7 +46,9 @@ class DetectorRunner:
         self.engine = Engine(self.cfg, anonymizers=settings.enrich.anonymous_ip_db is not None)
         self.book = AnomalyBook(Path(settings.server.data_dir) / "anomalies.db")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lethelog-detect")
-        self.cursor: int | None = None  # next minute to evaluate
+        # next minute to evaluate, per site and for the all-sites view ("*")
+        self.cursors: dict[str, int] = {}
+        self.legacy: int | None = None  # an older book's single cursor (sites start there)
         self.webhook = (Webhook(self.cfg.webhook_url, self.cfg.webhook_retries,
                                 self.cfg.webhook_timeout) if self.cfg.webhook_url else None)
         # live readers (the dashboard's stream) and the sites each may see (None: every site)
@@ -61,9 +64,15 @@ class DetectorRunner:
 
     async def start(self, background: bool = True) -> None:
         await self._io(self.book.open)
-        self.cursor = await self._io(self.book.cursor)
-        if self.cursor is not None:
-            await self._rewarm(self.cursor)
+        self.cursors, self.legacy = await self._io(self.book.cursors)
+        if self.legacy is not None and not self.cursors and self.store.supports_sql:
+            # an older book kept one cursor for every site: each site resumes from there
+            clocks = await self.store.read(site_clocks)
+            self.cursors = {s: max(c.first, self.legacy) for s, c in clocks.items()
+                            if s != ALL_SITES}
+            self.cursors[ALL_SITES] = self.legacy
+        if self.cursors:
+            await self._rewarm()
             for a in await self._io(self.book.open_anomalies):
                 self.engine.tracker.open[a.key] = a
         if self.webhook is not None:
@@ -94,62 +103,132 @@ class DetectorRunner:
                 log.error("detect_failed", error=type(exc).__name__, detail=str(exc)[:200])
             await asyncio.sleep(self.cfg.interval)
 
-    async def _rewarm(self, cursor: int) -> None:
+    async def _rewarm(self) -> None:
+        """Replay the last day before each cursor silently, so the baselines are learnt again."""
+        if not self.cursors:
+            return
         first, _ = await self.store.read(bounds)
         if first is None:
             return
-        t = max(int(first), cursor - REWARM)
-        while t < cursor:
-            end = min(cursor, t + CHUNK * 60)
+        for site in sorted(self.cursors):
+            self.engine.add_site(site)
+        stop = max(self.cursors.values())
+        t = max(int(first), min(self.cursors.values()) - REWARM)
+        all_next = self.cursors.get(ALL_SITES, stop)
+        while t < stop:
+            end = min(stop, t + CHUNK * 60)
             minutes = await self.store.read(lambda c, a=t, b=end: load_minutes(c, a, b))
             for m in range(t, end, 60):
-                self.engine.feed(m, {s: v for (mt, s), v in minutes.items() if mt == m},
-                                 track=False)
+                here = {s: v for (mt, s), v in minutes.items() if mt == m}
+                for site, cur in self.cursors.items():
+                    if site != ALL_SITES and m < cur and m >= cur - REWARM:
+                        self.engine.feed_site(m, site, here.get(site), track=False)
+                if all_next - REWARM <= m < all_next:
+                    self.engine.feed_all(m, here, track=False)
             t = end
+        self.engine.all_next = all_next
 
     # ------------------------------------------------------------------ evaluation
 
-    def log_clock(self, newest_minute: int | None) -> float:
-        table = getattr(self.store, "table", None)
-        clocks = list(getattr(table, "clocks", {}).values()) if table is not None else []
-        clock = max(clocks) if clocks else (newest_minute + 60 if newest_minute else 0.0)
+    def site_ends(self, clocks: dict[str, SiteClock]) -> dict[str, int]:
+        """Per site (and ``"*"``): the end of the minutes complete now (next cursor position).
+
+        A site's minute ``t`` is complete once the site's own log clock (:meth:`site_clock`) is
+        ``detect.grace`` past ``t + 60``. A live site (log time within LIVE_WINDOW of the wall
+        clock) that has sent nothing for QUIET seconds has gone quiet: its log time is taken to
+        run on with the wall clock from its newest record (so an outage is seen as a drop). The
+        all-sites view's minute is complete once every active site (one that sent something
+        within LIVE_WINDOW) is past it; a site silent for longer no longer holds it back.
+        """
         wall = self.clock()
-        if wall - clock < LIVE_WINDOW:
-            clock = max(clock, wall)
-        return clock
+        sources = self._source_clocks()
+        ends: dict[str, int] = {}
+        active: list[int] = []
+        for site, c in clocks.items():
+            clock = self.site_clock(c, sources)
+            silent = wall - c.arrived
+            if silent >= QUIET and wall - clock < LIVE_WINDOW:
+                clock += silent
+            end = int((clock - self.cfg.grace - 60) // 60) * 60 + 60
+            ends[site] = max(end, self.cursors.get(site, end))
+            if silent < LIVE_WINDOW:
+                active.append(ends[site])
+        ends[ALL_SITES] = min(active) if active else max(ends.values())
+        return ends
+
+    @staticmethod
+    def site_clock(c: SiteClock, sources: dict[str, float]) -> float:
+        """A site's log clock: its newest record time. The aggregates place it within the
+        site's newest minute; the log clocks of that minute's shippers (the newest record time
+        each has sent) place it to the second, as far as they lie within that minute."""
+        shipped = [sources[s] for s in c.sources if s in sources]
+        return max(float(c.newest), min(c.newest + 59.999, max(shipped, default=c.newest)))
+
+    def _source_clocks(self) -> dict[str, float]:
+        table = getattr(self.store, "table", None)
+        for _ in range(3):  # the store's writer may add a source meanwhile
+            with contextlib.suppress(RuntimeError):
+                return dict(getattr(table, "clocks", {}))
+        return {}
+
+    def log_clock(self, site: str | None = None) -> int | None:
+        """The next minute to evaluate of ``site`` (``None``: of the all-sites view)."""
+        return self.cursors.get(ALL_SITES if site is None else site)
 
     async def tick(self) -> int:
-        """Evaluate every minute completed since the last tick; returns how many."""
+        """Evaluate every minute completed since the last tick, per site and then for all sites;
+        returns how many (site or all-sites view, minute) were evaluated."""
         async with self._lock:
-            first, newest = await self.store.read(bounds)
-            if first is None:
+            clocks: dict[str, SiteClock] = await self.store.read(site_clocks)
+            clocks.pop(ALL_SITES, None)
+            if not clocks:
                 return 0
-            if self.cursor is None:
-                self.cursor = int(first)
-            last = int((self.log_clock(newest) - self.cfg.grace - 60) // 60) * 60
+            for site, c in clocks.items():
+                if site not in self.cursors:  # a new site: from its first minute
+                    self.cursors[site] = max(c.first, self.legacy) if self.legacy else c.first
+                    self.engine.add_site(site)
+            if ALL_SITES not in self.cursors:
+                self.cursors[ALL_SITES] = min(self.cursors.values())
+                self.engine.all_next = self.cursors[ALL_SITES]
+            ends = self.site_ends(clocks)
+            todo = [s for s in ends if self.cursors[s] < ends[s]]
             done = 0
-            while self.cursor <= last:
-                end = min(last + 60, self.cursor + CHUNK * 60)
-                start = self.cursor
-                minutes = await self.store.read(lambda c, a=start, b=end: load_minutes(c, a, b))
+            while todo:
+                start = min(self.cursors[s] for s in todo)
+                stop = min(max(ends[s] for s in todo), start + CHUNK * 60)
+                minutes = await self.store.read(lambda c, a=start, b=stop: load_minutes(c, a, b))
                 by_minute: dict[int, dict[str, Any]] = {}
                 for (mt, site), m in minutes.items():
                     by_minute.setdefault(mt, {})[site] = m
                 changed: dict[str, Any] = {}
                 events: list[Event] = []
-                for t in range(start, end, 60):
-                    for ev in self.engine.feed(t, by_minute.get(t, {})):
-                        events.append(ev)
-                        changed[ev[1].id] = ev[1]
-                    done += 1
-                self.cursor = end
-                await self._io(self.book.save, list(changed.values()), self.clock(), end)
+                for t in range(start, stop, 60):
+                    here = by_minute.get(t, {})
+                    for site in todo:
+                        if self.cursors[site] <= t < ends[site]:
+                            if site == ALL_SITES:
+                                found = self.engine.feed_all(t, here)
+                            else:
+                                found = self.engine.feed_site(t, site, here.get(site))
+                            done += 1
+                            self.cursors[site] = t + 60
+                            for ev in found:
+                                events.append(ev)
+                                changed[ev[1].id] = ev[1]
+                await self._io(self.book.save, list(changed.values()), self.clock(),
+                               {s: self.cursors[s] for s in todo})
                 self._announce(events)
+                todo = [s for s in todo if self.cursors[s] < ends[s]]
             self._publish({"type": "tick", "cursor": self.cursor, "evaluated": done})
             if self.clock() >= self._next_prune:
                 self._next_prune = self.clock() + 3600
                 await self._io(self.book.prune, self.clock() - self.settings.aggregates.retention)
             return done
+
+    @property
+    def cursor(self) -> int | None:
+        """The all-sites view's next minute (every active site has been evaluated before it)."""
+        return self.cursors.get(ALL_SITES)
 
     def _announce(self, events: list[Event]) -> None:
         for what, a in events:
