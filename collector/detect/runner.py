@@ -1,9 +1,15 @@
 """The detector task: evaluates completed minutes (log time), keeps and announces anomalies.
 
-A minute is complete once the log clock (the newest record time any shipper sent) is
-``detect.grace`` past its end. While log time is within an hour of the wall clock the service
-is live and the wall clock completes minutes too, so a total outage is seen as a drop; a replay
-of an old file is judged on its own timestamps only.
+Each site has its own detection cursor (the next minute to evaluate). A site's minute is
+complete once the site's own log clock (its newest record time: its newest minute in the
+aggregates, to the second from its shippers' log clocks) is ``detect.grace`` past the minute's
+end, so a site whose shipper lags behind another's is judged when its own records are in. While
+a site's log time is within LIVE_WINDOW of the wall clock and the site has sent nothing for
+QUIET seconds, its log time is taken to run on with the wall clock (a total outage is seen as a
+drop); a replay of an old file is judged on its own timestamps only. The all-sites view (``"*"``)
+evaluates a minute once every active site (one that sent something within LIVE_WINDOW) is past
+it, so a silent site holds it back for the live window at most. The cursors are kept in
+``anomalies.db``.
 
 Announcements: a structlog event per anomaly opened and closed, the optional webhook, and the
 subscribers (the dashboard's live stream). On start-up the detectors re-learn their baselines
