@@ -219,3 +219,18 @@ def test_a_path_is_named_only_once_k_sessions_used_it() -> None:
     agg2 = Aggregator(k=3)
     agg2.rebuild(conn)
     assert ("s", "/pricing") in agg2.safe_paths
+
+
+def test_a_site_shipped_behind_another_keeps_its_active_sessions_and_4xx_paths() -> None:
+    """Each site has its own recent window: site b, shipped 10 minutes behind site a, still gets
+    the per-minute distinct sessions and distinct 4xx paths that scan detection reads."""
+    conn, agg = _conn(), Aggregator(k=1)
+    agg.add([stored(site="a", time=T0 + 60 * m) for m in range(12)], [1] * 12)
+    scan = [stored(site="b", time=T0 + 60, status=404, ip="198.51.100.0",
+                   path_template=f"/probe{i}") for i in range(20)]
+    agg.add(scan, [2] * 20)
+    agg.flush(conn, T0)
+    row = conn.execute(
+        "SELECT paths_4xx, sessions_active, requests FROM agg WHERE site = 'b' AND dim = 'network'"
+    ).fetchone()
+    assert row == (20, 1, 20)

@@ -43,6 +43,7 @@ Partial = dict[Key, "array[float]"]  # counters counted before the writer: parti
 Group = tuple[str, str]  # (dim, value)
 
 ACTIVE_WINDOW = 3  # minutes behind the newest one for which active sessions are remembered
+LAG_MEMORY = 3600  # seconds of log time a site may lag the newest and keep its window
 _N = len(COUNTERS)
 _I_REQ, _I_BYTES = IDX["requests"], IDX["bytes"]
 _I_BOTS, _I_NEW, _I_ACT, _I_P4 = IDX["bots"], IDX["sessions_new"], IDX["sessions_active"], \
@@ -92,7 +93,9 @@ class Aggregator:
         # minute -> (sid, site) -> groups the session was counted active in during that minute
         self.active: dict[int, dict[tuple[int, str], set[Group]]] = {}
         self.paths: dict[int, dict[tuple[str, str, str], set[str]]] = {}
-        self.newest = 0  # newest minute counted
+        self.newest = 0  # newest minute counted, any site
+        self.site_newest: dict[str, int] = {}  # each site's newest minute: a site
+        # shipped behind another still has its recent minutes' sessions and 4xx paths counted
 
     # ------------------------------------------------------------------ counting
 
@@ -123,7 +126,10 @@ class Aggregator:
             path_value = groups[_PATH_POS][1]
             if path_value and (site, path_value) not in safe_paths:
                 groups[_PATH_POS] = ("path_template", self._path(site, path_value, sid, minute))
-            recent = minute > self.newest - ACTIVE_WINDOW * 60
+            newest_here = self.site_newest.get(site, 0)
+            if minute > newest_here:
+                self.site_newest[site] = newest_here = minute
+            recent = minute > newest_here - ACTIVE_WINDOW * 60
             new: set[Group] | tuple[()] = ()  # groups the session is new to
             fresh: set[Group] | tuple[()] = ()  # ... or new to in this minute
             if sid is not None:
@@ -199,11 +205,19 @@ class Aggregator:
         self.rare[(site, path)] = (sessions, minute)
         return RARE
 
+    def _horizon(self) -> int:
+        """Minutes at or before this are no site's recent ones: the oldest site still shipping
+        within ``LAG_MEMORY`` of the newest keeps its own window (a site further behind, or
+        gone quiet, no longer holds memory back)."""
+        floor = self.newest - LAG_MEMORY
+        behind = [m for m in self.site_newest.values() if m >= floor]
+        return min(behind, default=self.newest) - ACTIVE_WINDOW * 60
+
     def _prune_minutes(self) -> None:
         if self.newest % 3600 == 0:
             old = self.newest - RARE_MEMORY
             self.rare = {key: v for key, v in self.rare.items() if v[1] >= old}
-        horizon = self.newest - ACTIVE_WINDOW * 60
+        horizon = self._horizon()
         for m in [m for m in self.active if m <= horizon]:
             del self.active[m]
         for m in [m for m in self.paths if m <= horizon]:
@@ -239,9 +253,10 @@ class Aggregator:
         self.safe_paths = {(site, value) for site, value in conn.execute(
             "SELECT DISTINCT site, value FROM agg WHERE dim = 'path_template' AND value != ?",
             (RARE,))}
-        (newest,) = conn.execute("SELECT max(time) FROM records").fetchone()
-        self.newest = int(newest // 60) * 60 if newest is not None else 0
-        horizon = self.newest - ACTIVE_WINDOW * 60
+        self.site_newest = {
+            site or "default": int(t // 60) * 60
+            for site, t in conn.execute("SELECT site, max(time) FROM records GROUP BY site")}
+        self.newest = max(self.site_newest.values(), default=0)
         fields = sorted({f for f in DIMS.values()})
         sql = f"SELECT sid, time, site, status, {', '.join(fields)} FROM records"
         for row in conn.execute(sql):
@@ -258,7 +273,7 @@ class Aggregator:
                 self.rare[(site, path)] = (sessions, int(t // 60) * 60)
             groups.update(vals)
             minute = int(t // 60) * 60
-            if minute > horizon:
+            if minute > self.site_newest.get(site, 0) - ACTIVE_WINDOW * 60:
                 self.active.setdefault(minute, {}).setdefault((sid, site), set()).update(vals)
                 for dim, value in vals:
                     if 400 <= status < 500 and dim in PATH_DIMS and rec.get("path_template"):
