@@ -265,6 +265,8 @@ class DetectSettings:
                            "duration", min=0.05)
     grace: float = _opt(10.0, "A minute is evaluated once log time is this far past its end.",
                         "duration")
+    quiet: float = _opt(120.0, "A live site silent this long is judged on the wall clock.",
+                        "duration", min=1.0)
     warmup: float = _opt(1800.0, "Baseline needed before spike, drop and surge detectors alert.",
                          "duration")
     close_after: int = _opt(3, "Quiet minutes after which an open anomaly is closed.", "int",

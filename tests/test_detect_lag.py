@@ -180,3 +180,21 @@ def test_an_older_books_single_cursor_is_read_back(tmp_path: Path) -> None:
         assert book.cursors() == ({A: int(T0) + 60, "*": int(T0)}, None)
     finally:
         book.close()
+
+
+def test_quiet_is_a_setting(tmp_path: Path) -> None:
+    """``detect.quiet`` replaces the built-in two minutes: with 10 minutes, a site silent for 9
+    is still waited for; silent for 11, its outage runs on with the wall clock."""
+    assert make_settings(tmp_path / "a").detect.quiet == QUIET == 120.0
+    wall = 29_666_667 * 60.0
+    det = DetectorRunner(make_settings(tmp_path / "b", **{"detect.quiet": "10m"}), object(),
+                         clock=lambda: wall)
+    try:
+        ends = det.site_ends({
+            "nine": SiteClock(int(wall - 3600), int(wall - 600), wall - 540, ()),
+            "eleven": SiteClock(int(wall - 3600), int(wall - 600), wall - 660, ()),
+        })
+    finally:
+        det._pool.shutdown()
+    assert ends["nine"] == wall - 660  # still waiting for its own records
+    assert ends["eleven"] >= wall - 120  # gone quiet: its silence counts as minutes of zero

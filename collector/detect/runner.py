@@ -1,15 +1,14 @@
 """The detector task: evaluates completed minutes (log time), keeps and announces anomalies.
 
-Each site has its own detection cursor (the next minute to evaluate). A site's minute is
-complete once the site's own log clock (its newest record time: its newest minute in the
-aggregates, to the second from its shippers' log clocks) is ``detect.grace`` past the minute's
-end, so a site whose shipper lags behind another's is judged when its own records are in. While
-a site's log time is within LIVE_WINDOW of the wall clock and the site has sent nothing for
-QUIET seconds, its log time is taken to run on with the wall clock (a total outage is seen as a
-drop); a replay of an old file is judged on its own timestamps only. The all-sites view (``"*"``)
-evaluates a minute once every active site (one that sent something within LIVE_WINDOW) is past
-it, so a silent site holds it back for the live window at most. The cursors are kept in
-``anomalies.db``.
+Each site has its own detection cursor (the next minute to evaluate). A site's minute is complete
+once the site's own log clock (its newest record time: its newest minute in the aggregates, to the
+second from its shippers' log clocks) is ``detect.grace`` past the minute's end, so a site whose
+shipper lags behind another's is judged when its own records are in. While a site's log time is
+within LIVE_WINDOW of the wall clock and the site has sent nothing for ``detect.quiet`` seconds,
+its log time is taken to run on with the wall clock (a total outage is seen as a drop); a replay of
+an old file is judged on its own timestamps only. The all-sites view (``"*"``) evaluates a minute
+once every active site (one that sent something within LIVE_WINDOW) is past it, so a silent site
+holds it back for the live window at most. The cursors are kept in ``anomalies.db``.
 
 Announcements: a structlog event per anomaly opened and closed, the optional webhook, and the
 subscribers (the dashboard's live stream). On start-up the detectors re-learn their baselines
@@ -38,7 +37,7 @@ log = structlog.get_logger("lethelog.detect")
 
 CHUNK = 120  # minutes read from the aggregates at a time
 LIVE_WINDOW = 3600.0  # a site whose log time is this close to the wall clock is live
-QUIET = 120.0  # a live site that sent nothing for this long has gone quiet (wall completes)
+QUIET = 120.0  # default of detect.quiet: a live site silent this long has gone quiet
 REWARM = 86400  # seconds of aggregates replayed silently at start-up
 
 
@@ -141,10 +140,10 @@ class DetectorRunner:
 
         A site's minute ``t`` is complete once the site's own log clock (:meth:`site_clock`) is
         ``detect.grace`` past ``t + 60``. A live site (log time within LIVE_WINDOW of the wall
-        clock) that has sent nothing for QUIET seconds has gone quiet: its log time is taken to
-        run on with the wall clock from its newest record (so an outage is seen as a drop). The
-        all-sites view's minute is complete once every active site (one that sent something
-        within LIVE_WINDOW) is past it; a site silent for longer no longer holds it back.
+        clock) that has sent nothing for ``detect.quiet`` seconds has gone quiet: its log time is
+        taken to run on with the wall clock from its newest record (so an outage is seen as a
+        drop). The all-sites view's minute is complete once every active site (one that sent
+        something within LIVE_WINDOW) is past it; a site silent for longer no longer holds it back.
         """
         wall = self.clock()
         sources = self._source_clocks()
@@ -153,7 +152,7 @@ class DetectorRunner:
         for site, c in clocks.items():
             clock = self.site_clock(c, sources)
             silent = wall - c.arrived
-            if silent >= QUIET and wall - clock < LIVE_WINDOW:
+            if silent >= self.cfg.quiet and wall - clock < LIVE_WINDOW:
                 clock += silent
             end = int((clock - self.cfg.grace - 60) // 60) * 60 + 60
             ends[site] = max(end, self.cursors.get(site, end))
