@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,26 +66,30 @@ def _show(kind: str | None, value: Any) -> Any:
     return value
 
 
-def execute(conn: sqlite3.Connection, compiled: Compiled, timeout: float) -> Result:
-    """Run ``compiled`` on ``conn`` (read-only) within ``timeout`` seconds."""
-    started = time.monotonic()
-    deadline = started + timeout
-
-    def progress() -> int:
-        return 1 if time.monotonic() > deadline else 0
-
-    conn.create_function("regexp", 2, regexp, deterministic=True)
-    conn.set_authorizer(_authorizer)
-    conn.set_progress_handler(progress, PROGRESS_STEPS)
+@contextmanager
+def time_limit(conn: sqlite3.Connection, timeout: float) -> Iterator[None]:
+    """Interrupt whatever ``conn`` runs once ``timeout`` seconds have passed: QueryTimeout."""
+    deadline = time.monotonic() + timeout
+    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, PROGRESS_STEPS)
     try:
-        cur = conn.execute(compiled.sql, compiled.params)
-        raw = cur.fetchall()
+        yield
     except sqlite3.OperationalError as exc:
         if "interrupted" in str(exc):
             raise QueryTimeout(timeout) from None
         raise
     finally:
         conn.set_progress_handler(None, 0)
+
+
+def execute(conn: sqlite3.Connection, compiled: Compiled, timeout: float) -> Result:
+    """Run ``compiled`` on ``conn`` (read-only) within ``timeout`` seconds."""
+    started = time.monotonic()
+    conn.create_function("regexp", 2, regexp, deterministic=True)
+    conn.set_authorizer(_authorizer)
+    try:
+        with time_limit(conn, timeout):
+            raw = conn.execute(compiled.sql, compiled.params).fetchall()
+    finally:
         conn.set_authorizer(None)
     truncated = len(raw) > compiled.limit
     if truncated:
@@ -91,6 +97,6 @@ def execute(conn: sqlite3.Connection, compiled: Compiled, timeout: float) -> Res
     cols, kinds = compiled.columns, compiled.kinds
     shown = [(i, c, kinds.get(c)) for i, c in enumerate(cols)]
     rows = [{c: _show(k, row[i]) for i, c, k in shown} for row in raw]
-    if time.monotonic() > deadline + 0.5 * timeout:  # conversion is bounded by max_rows
+    if time.monotonic() > started + 1.5 * timeout:  # conversion is bounded by max_rows
         raise QueryTimeout(timeout)
     return Result(cols, rows, truncated, time.monotonic() - started)

@@ -19,8 +19,8 @@ from typing import Any
 
 from collector.query import ast
 from collector.query.compiler import compile_query
-from collector.query.errors import QueryError, QueryTimeout
-from collector.query.run import PROGRESS_STEPS, Result, execute
+from collector.query.errors import QueryError
+from collector.query.run import Result, execute, time_limit
 
 SOURCES = ("auto", "records", "aggregates")
 
@@ -95,16 +95,8 @@ def _from_aggregates(conn: sqlite3.Connection, q: ast.Query, dims: list[str],
     reader = _aggregates_reader()
     assert reader is not None
     started = time.monotonic()
-    deadline = started + timeout
-    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, PROGRESS_STEPS)
-    try:
+    with time_limit(conn, timeout):
         raw = reader.aggregate_counts(conn, dims, start, end, sites, k)
-    except sqlite3.OperationalError as exc:
-        if "interrupted" in str(exc):
-            raise QueryTimeout(timeout) from None
-        raise
-    finally:
-        conn.set_progress_handler(None, 0)
     columns = [*dims, "count", "sessions"]
     rows = [{**{d: r.get(d) for d in dims}, "count": r["requests"], "sessions": r["sessions"]}
             for r in raw]
