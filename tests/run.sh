@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 for pkg_bin in nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server \
-               chromium:/usr/bin/chromium goaccess:/usr/bin/goaccess; do
+               chromium:/usr/bin/chromium goaccess:/usr/bin/goaccess \
+               rsyslog:/usr/sbin/rsyslogd apache2:/usr/sbin/apache2 \
+               systemd:/usr/bin/systemd-analyze openssl:/usr/bin/openssl; do
   [ -x "${pkg_bin#*:}" ] || need+=("${pkg_bin%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
