@@ -24,6 +24,7 @@ __all__ = [
     "AddressError",
     "Client",
     "IPMasker",
+    "embedded_ipv4",
     "validate_field",
     "weaker_than_default",
 ]
@@ -109,8 +110,18 @@ class IPMasker:
         v4 = _mask_bytes(ipv4_keep_bits, 32)
         v6 = _mask_bytes(ipv6_keep_bits, 128)
 
+        v6_nat64 = _mask_bytes(min(ipv6_keep_bits, 48), 128)
+
         @lru_cache(maxsize=65536)
         def mask_packed(packed: bytes) -> str:
+            if len(packed) == 16:
+                embedded = embedded_ipv4(packed)
+                if embedded is not None:
+                    packed = embedded
+                elif packed[:4] == _NAT64_WKP[:4]:
+                    # 64:ff9b::/32 in an RFC 6052 layout other than /96 (e.g. 64:ff9b:1::/48
+                    # with the address at bits 48..87): keep at most the /48 prefix.
+                    return _normal((int.from_bytes(packed, "big") & v6_nat64).to_bytes(16, "big"))
             if len(packed) == 4:
                 return socket.inet_ntop(
                     socket.AF_INET, (int.from_bytes(packed, "big") & v4).to_bytes(4, "big")
@@ -131,7 +142,8 @@ class IPMasker:
     # ------------------------------------------------------------------ single addresses
 
     def mask(self, ip: str) -> str:
-        """Mask one IP literal (IPv4, IPv6, with a zone id, or IPv4-mapped → masked IPv4)."""
+        """Mask one IP literal (IPv4, IPv6, with a zone id). An IPv6 address that carries an
+        IPv4 address (:func:`embedded_ipv4`) is masked as that IPv4 address."""
         packed = _pack(ip)
         if packed is None:
             raise AddressError("value is not an IP address")
@@ -289,6 +301,43 @@ def _looks_numeric(host: str) -> bool:
 
 
 _ZERO96 = b"\x00" * 12
+_TRANSLATED = b"\x00" * 8 + b"\xff\xff\x00\x00"  # ::ffff:0:0:0/96 (RFC 2765 / 6145)
+_6TO4 = b"\x20\x02"  # 2002::/16 (RFC 3056)
+_TEREDO = b"\x20\x01\x00\x00"  # 2001::/32 (RFC 4380)
+_NAT64_WKP = bytes.fromhex("0064ff9b0000000000000000")  # 64:ff9b::/96 (RFC 6052)
+_NAT64_LOCAL = bytes.fromhex("0064ff9b0001")  # 64:ff9b:1::/48 (RFC 8215)
+_ISATAP_IIDS = frozenset(bytes.fromhex(x) for x in ("00005efe", "02005efe", "01005efe",
+                                                     "03005efe"))  # RFC 5214 interface ids
+
+
+def embedded_ipv4(packed: bytes) -> bytes | None:
+    """The IPv4 address a 16-byte IPv6 address carries, or None.
+
+    Forms (each from its RFC): IPv4-mapped ``::ffff:a.b.c.d`` and IPv4-translated
+    ``::ffff:0:a.b.c.d`` (RFC 4291, 6145); IPv4-compatible ``::a.b.c.d`` (RFC 4291, deprecated;
+    ``::`` and ``::1`` excepted); 6to4 ``2002:AABB:CCDD::/48`` (RFC 3056); Teredo ``2001:0::/32``
+    with the client's address obfuscated (XOR ``0xffffffff``) in the last 32 bits (RFC 4380);
+    NAT64 well-known ``64:ff9b::/96`` (RFC 6052) and local-use ``64:ff9b:1::/96`` (RFC 8215);
+    ISATAP interface ids ``[0-3]00:5efe:a.b.c.d`` (RFC 5214). The other RFC 6052 layouts of
+    ``64:ff9b:1::/48`` (prefix /48, /56, /64) cannot be told apart reliably; the masker keeps at
+    most the /48 prefix of any ``64:ff9b::/32`` address it does not convert.
+    """
+    if len(packed) != 16:
+        return None
+    head = packed[:12]
+    if head == _MAPPED_PREFIX or head == _TRANSLATED or head == _NAT64_WKP:
+        return packed[12:]
+    if head == _ZERO96:
+        return packed[12:] if int.from_bytes(packed[12:], "big") > 1 else None
+    if packed[:2] == _6TO4:
+        return packed[2:6]
+    if packed[:4] == _TEREDO:
+        return bytes(b ^ 0xFF for b in packed[12:])
+    if packed[:6] == _NAT64_LOCAL and not any(packed[6:12]):
+        return packed[12:]
+    if packed[8:12] in _ISATAP_IIDS:
+        return packed[12:]
+    return None
 
 
 def _normal(packed: bytes) -> str:

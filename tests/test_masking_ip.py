@@ -101,10 +101,30 @@ v6_bits = st.integers(0, 128)
 zone = st.from_regex(r"[a-z][a-z0-9]{0,7}", fullmatch=True)
 
 
+def carried_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """Independent oracle: the IPv4 address an IPv6 address carries (the RFC forms in
+    docs/masking.md), read with ``ipaddress``'s own accessors where it has them."""
+    n = int(addr)
+    low = ipaddress.IPv4Address(n & 0xFFFFFFFF)
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    if addr.teredo is not None:
+        return addr.teredo[1]
+    if n >> 32 == 0xFFFF0000 or n >> 32 == 0x64FF9B << 64 or n >> 32 == 0x64FF9B0001 << 48:
+        return low  # IPv4-translated, NAT64 /96 (well-known and local-use)
+    if n >> 32 == 0 and n > 1:
+        return low  # IPv4-compatible
+    if (n >> 32) & 0xFCFFFFFF == 0x5EFE:
+        return low  # ISATAP interface id
+    return None
+
+
 def textual_forms(raw: str) -> set[str]:
     addr = ipaddress.ip_address(raw)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address) and carried_ipv4(addr) is not None:
+        addr = carried_ipv4(addr)  # type: ignore[assignment]
     forms = {str(addr)}
     if isinstance(addr, ipaddress.IPv4Address):
         forms |= {f"::ffff:{addr}", ipaddress.IPv6Address(f"::ffff:{addr}").exploded}
@@ -115,8 +135,10 @@ def textual_forms(raw: str) -> set[str]:
 
 def network_of(raw: str, v4: int, v6: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     addr = ipaddress.ip_address(raw)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address) and carried_ipv4(addr) is not None:
+        addr = carried_ipv4(addr)  # type: ignore[assignment]
+    elif isinstance(addr, ipaddress.IPv6Address) and int(addr) >> 96 == 0x64FF9B:
+        v6 = min(v6, 48)  # other NAT64 layouts: at most the /48 prefix is kept
     bits = v4 if addr.version == 4 else v6
     return ipaddress.ip_network(f"{addr}/{bits}", strict=False)
 
