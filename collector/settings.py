@@ -329,6 +329,9 @@ class DetectSettings:
     webhook_retries: int = _opt(5, "Webhook attempts before giving up (exponential backoff).",
                                 "int", min=1)
     webhook_timeout: float = _opt(5.0, "Webhook request timeout.", "duration", min=0.1)
+    webhook_secret: Secret | None = _opt(None, "HMAC-SHA256 key signing each webhook POST "
+                                         "(X-Lethelog-Signature t=,v1=; X-Hub-Signature-256); "
+                                         "prefer the environment variable.", "secret")
 
 
 @dataclass(frozen=True)
@@ -726,6 +729,10 @@ def _cross_checks(s: Settings) -> None:
         raise SettingsError("server.tls_cert: tls_cert and tls_key must be set together")
     _check_syslog(s.syslog)
     _check_store(s.store)
+    secret = s.detect.webhook_secret
+    if secret is not None and len(secret.reveal()) < 16:
+        raise SettingsError("detect.webhook_secret: expected at least 16 characters (a random "
+                            "string, e.g. `openssl rand -hex 32`), got a shorter one")
     for section, f in all_settings():
         if f.metadata.get("kind") == "path" and section == "enrich":
             value = getattr(getattr(s, section), f.name)

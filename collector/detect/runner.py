@@ -54,8 +54,10 @@ class DetectorRunner:
         # next minute to evaluate, per site and for the all-sites view ("*")
         self.cursors: dict[str, int] = {}
         self.legacy: int | None = None  # an older book's single cursor (sites start there)
+        secret = self.cfg.webhook_secret.reveal() if self.cfg.webhook_secret else None
         self.webhook = (Webhook(self.cfg.webhook_url, self.cfg.webhook_retries,
-                                self.cfg.webhook_timeout) if self.cfg.webhook_url else None)
+                                self.cfg.webhook_timeout, secret=secret)
+                        if self.cfg.webhook_url else None)
         # live readers (the dashboard's stream) and the sites each may see (None: every site)
         self.subscribers: dict[asyncio.Queue[dict[str, Any]], frozenset[str] | None] = {}
         self._task: asyncio.Task[None] | None = None

@@ -1,9 +1,25 @@
-"""Optional webhook: each anomaly opened or closed is POSTed as JSON, retried with backoff."""
+"""Optional webhook: each anomaly opened or closed is POSTed as JSON, retried with backoff.
+
+With ``detect.webhook_secret`` every attempt is signed (a fresh timestamp per attempt):
+
+* ``X-Lethelog-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`` —
+  Stripe's scheme: the receiver recomputes the HMAC over the timestamp and the raw body, compares
+  in constant time and refuses a timestamp older than its tolerance (a replay);
+* ``X-Lethelog-Timestamp: <t>`` (the same ``t``, for receivers that read it separately);
+* ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`` — GitHub's scheme, for
+  receivers that already verify it; it covers the body only, so it does not stop a replay.
+
+:func:`verify` is the receiver's side (docs/detection.md prints a stdlib-only copy).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,12 +29,45 @@ import structlog
 
 log = structlog.get_logger("lethelog.detect.webhook")
 
+SIGNATURE_HEADER = "X-Lethelog-Signature"
+TIMESTAMP_HEADER = "X-Lethelog-Timestamp"
+GITHUB_HEADER = "X-Hub-Signature-256"
+TOLERANCE = 300.0  # seconds a receiver accepts a signed timestamp for (Stripe's default)
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """The signature headers of one POST of ``body`` at ``timestamp`` (unix seconds)."""
+    key = secret.encode()
+    v1 = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    hub = hmac.new(key, body, hashlib.sha256).hexdigest()
+    return {SIGNATURE_HEADER: f"t={timestamp},v1={v1}", TIMESTAMP_HEADER: str(timestamp),
+            GITHUB_HEADER: f"sha256={hub}"}
+
+
+def verify(secret: str, header: str, body: bytes, tolerance: float = TOLERANCE,
+           now: float | None = None) -> bool:
+    """True if ``header`` (X-Lethelog-Signature) signs ``body`` with ``secret`` and its
+    timestamp is within ``tolerance`` seconds of ``now``. Any malformed header is False."""
+    try:
+        parts = dict(p.strip().split("=", 1) for p in header.split(","))
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body,
+                        hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
 
 class Webhook:
     """A queue and one sender task. ``send`` never blocks the detector (full queue: dropped)."""
 
-    def __init__(self, url: str, retries: int, timeout: float, backoff: float = 0.5) -> None:
+    def __init__(self, url: str, retries: int, timeout: float, backoff: float = 0.5,
+                 secret: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.url = url
+        self._secret = secret or None  # never logged
+        self._clock = clock
         self.host = urlsplit(url).hostname or "?"  # logged instead of the URL (may hold a key)
         self.retries = retries
         self.timeout = timeout
@@ -66,8 +115,10 @@ class Webhook:
         for attempt in range(1, self.retries + 1):
             reason = ""
             try:
-                async with http.post(self.url, data=body,
-                                     headers={"Content-Type": "application/json"}) as resp:
+                headers = {"Content-Type": "application/json"}
+                if self._secret is not None:
+                    headers.update(sign(self._secret, body, int(self._clock())))
+                async with http.post(self.url, data=body, headers=headers) as resp:
                     if 200 <= resp.status < 300:
                         self.delivered += 1
                         return
