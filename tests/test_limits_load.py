@@ -22,7 +22,7 @@ from tests.service import ServiceProcess
 CLIENTS = 48
 REQUESTS = 5
 LINES = 100
-RSS_CEILING_MIB = 200  # idle service ≈ 110 MiB; see README "Limits and backpressure"
+RSS_CEILING_MIB = 200  # idle service ≈ 110 MiB; see docs/operations.md "Limits and backpressure"
 
 
 def batch(client: int, req: int) -> bytes:

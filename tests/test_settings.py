@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.commands.settings_doc import readme_with_table
+from collector.commands.settings_doc import doc_with_table
 from collector.settings import (
     Secret,
     Settings,
@@ -109,10 +109,10 @@ def test_secret_never_prints() -> None:
 
 
 def test_every_setting_documented_in_readme_and_example() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme == readme_with_table(readme), (
-        "README settings table is stale: run `python -m collector settings "
-        "--write-readme README.md`")
+    doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert doc == doc_with_table(doc), (
+        "docs/configuration.md settings table is stale: run "
+        "`.venv/bin/python -m collector.commands.settings_doc`")
     example = (ROOT / "config" / "lethelog.example.toml").read_text(encoding="utf-8")
     parsed = tomllib.loads(example)
     load_settings(ROOT / "config" / "lethelog.example.toml", env={})  # the example is valid

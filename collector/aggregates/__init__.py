@@ -1,4 +1,4 @@
-"""Anonymous per-minute aggregates that outlive sessions (see README ``## Aggregates``).
+"""Anonymous per-minute aggregates that outlive sessions (see docs/aggregates.md).
 
 ``counter`` (writer side, in memory), ``schema`` (the one table), ``read`` (k-anonymous
 breakdowns and series), ``maintain`` (rollup and retention), ``store_hook`` (what the SQLite

@@ -1,4 +1,8 @@
-"""``lethelog settings``: every setting with its default, environment name and documentation."""
+"""``lethelog settings``: every setting with its default, environment name and documentation.
+
+The table lives in ``docs/configuration.md`` between the settings-table markers; regenerate it with
+``lethelog settings --write docs/configuration.md`` or ``python -m collector.commands.settings_doc``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from typing import Any
 
 from collector.cli import command
 from collector.settings import Settings, all_settings, env_name
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def _show(value: Any) -> str:
@@ -38,7 +44,7 @@ def _display(kind: str, value: Any) -> str:
 
 
 def settings_table() -> str:
-    """The Markdown table in the README between the settings-table markers."""
+    """The Markdown table in ``docs/configuration.md`` between the settings-table markers."""
     defaults = Settings()
     rows = ["| setting | default | environment | meaning |", "|---|---|---|---|"]
     for section, f in all_settings():
@@ -53,21 +59,33 @@ def settings_table() -> str:
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
-def readme_with_table(readme: str) -> str:
-    head, _, rest = readme.partition(START)
+def doc_with_table(doc: str) -> str:
+    """``doc`` with the text between the settings-table markers replaced by the current table."""
+    if START not in doc or END not in doc:
+        raise ValueError(f"no {START} ... {END} markers in the document")
+    head, _, rest = doc.partition(START)
     _, _, tail = rest.partition(END)
     return f"{head}{START}\n{settings_table()}\n{END}{tail}"
 
 
+def write_table(path: Path = DOC) -> None:
+    path.write_text(doc_with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+
+
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--write-readme", metavar="README", help="rewrite the table in this README")
+    p.add_argument("--write", "--write-readme", dest="write", metavar="FILE",
+                   help="rewrite the table in this file (docs/configuration.md)")
 
 
 @command("settings", "list every setting with its default and meaning", _args)
 def run(ns: argparse.Namespace) -> int:
-    if ns.write_readme:
-        path = Path(ns.write_readme)
-        path.write_text(readme_with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+    if ns.write:
+        write_table(Path(ns.write))
         return 0
     print(settings_table())
     return 0
+
+
+if __name__ == "__main__":
+    write_table()
+    print(f"settings table written to {DOC}")

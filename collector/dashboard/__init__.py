@@ -1,4 +1,4 @@
-"""The dashboard at ``/dashboard`` (README ``## Dashboard``)."""
+"""The dashboard at ``/dashboard`` (docs/dashboard.md)."""
 
 from collector.dashboard.handlers import add_routes, cookie_middleware
 

@@ -1,4 +1,4 @@
-"""Anomaly detection on the aggregates (README ``## Anomaly detection``).
+"""Anomaly detection on the aggregates (docs/detection.md).
 
 ``baseline`` (seasonal EWMA and friends), ``minute`` (a site's minute read from the
 aggregates), ``detectors`` (one class per rule), ``tracker`` (open/close), ``engine`` (all sites,

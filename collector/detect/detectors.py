@@ -1,6 +1,6 @@
 """The detectors. Each is a small object configured from ``[detect]`` whose ``__call__`` looks at
 one site's completed minute and returns its findings (the condition holds this minute); the
-tracker turns findings into anomalies that open and close. Rules in README
+tracker turns findings into anomalies that open and close. Rules in docs/detection.md
 ``## Anomaly detection``; every number that tripped a rule is in the finding's evidence.
 """
 

@@ -1,6 +1,6 @@
 """Recursive-descent parser: tokens → :class:`~collector.query.ast.Query`.
 
-Grammar (also in the README, ``## Query language``)::
+Grammar (also in docs/query.md)::
 
     query      = [ expr ] { timerange } { "|" stage }
     expr       = term { "or" term }

@@ -10,7 +10,7 @@ only moves forward.
 Writes keep the SQLite store's semantics: a bounded queue (``ingest.queue_size`` batches, else
 :class:`StoreBusy` → 503), one writer task that group-commits every waiting batch as one script
 call per touched bucket, sent as one pipeline per node; a caller hears back only after every node
-answered. Durability is what the cluster's persistence gives (see README ``## Scale-out``).
+answered. Durability is what the cluster's persistence gives (see docs/scale-out.md).
 
 Forgetting deletes with ``UNLINK``/``ZREM``/``HDEL`` inside the same scripts. Nothing raw is
 stored: records arrive masked; keys name buckets and pseudonymous session keys only.
