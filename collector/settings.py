@@ -2,8 +2,8 @@
 
 Precedence (lowest to highest): built-in default < TOML file < ``LETHELOG_<SECTION>_<KEY>``
 environment variable < command-line flag. Every field carries its documentation in
-``metadata["doc"]``; ``tests/test_settings.py`` checks that each one appears in docs/configuration.md and in
-``config/lethelog.example.toml``.
+``metadata["doc"]``; ``tests/test_settings.py`` checks that each one appears in
+``docs/configuration.md`` and in ``config/lethelog.example.toml``.
 
 A bad value raises :class:`SettingsError` whose message is one line naming the setting and what is
 wrong, e.g. ``sessions.idle_timeout: expected a duration like 45s, 30m or 2h, got 'soon'``.

@@ -1,7 +1,8 @@
 """``lethelog settings``: every setting with its default, environment name and documentation.
 
-The table lives in ``docs/configuration.md`` between the settings-table markers; regenerate it with
-``lethelog settings --write docs/configuration.md`` or ``python -m collector.commands.settings_doc``.
+The table lives in ``docs/configuration.md`` between the settings-table markers; regenerate it
+with ``lethelog settings --write docs/configuration.md`` or
+``python -m collector.commands.settings_doc``.
 """
 
 from __future__ import annotations
