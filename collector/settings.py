@@ -295,6 +295,12 @@ class DetectSettings:
                                "float", min=1.0)
     scan_min_paths: int = _opt(15, "Scan: distinct 4xx path templates from one network or ASN "
                                "within scan_window.", "int", min=2)
+    scan_min_targets: int = _opt(30, "Scan: or distinct 4xx targets (request paths) from one "
+                                 "network or ASN within scan_window.", "int", min=2)
+    scan_slow_window: float = _opt(3600.0, "Slow scan: longer window over which distinct 4xx "
+                                   "targets are summed.", "duration", min=60.0)
+    scan_slow_min_targets: int = _opt(100, "Slow scan: distinct 4xx targets within "
+                                      "scan_slow_window.", "int", min=2)
     scan_window: float = _opt(120.0, "Scan: window over which distinct 4xx paths are summed.",
                               "duration", min=60.0)
     scan_min_share: float = _opt(0.5, "Scan: share of the network's requests that got a 4xx.",

@@ -29,6 +29,7 @@ from collections.abc import Container, Sequence
 from typing import Any
 
 from collector.aggregates.schema import COUNTERS, DIMS, IDX, PATH_DIMS, RT_EDGES, UPSERT
+from collector.aggregates.targets import TargetCounter
 from collector.record import Record
 
 Key = tuple[int, str, str, str]  # (minute, site, dim, value)
@@ -78,6 +79,8 @@ class Aggregator:
         self.seen: dict[int, set[Group]] = {}
         self.active: dict[int, dict[tuple[str, str, str], set[int]]] = {}
         self.paths: dict[int, dict[tuple[str, str, str], set[str]]] = {}
+        # distinct 4xx targets (issue 14): the shipped sketch counter, fed record by record
+        self.targets = TargetCounter()
         self.newest = 0  # newest minute counted, any site
         self.site_newest: dict[str, int] = {}  # each site's newest minute: a site
         # shipped behind another still has its recent minutes' sessions and 4xx paths counted
@@ -85,6 +88,8 @@ class Aggregator:
     # ------------------------------------------------------------------ counting
 
     def add(self, records: Sequence[Record], sids: Sequence[int | None]) -> None:
+        for rec in records:
+            self.targets.add_records([rec], self.v4, self.v6)
         """Count ``records`` (``sids[i]``: the session of record i, None when it has none)."""
         pending, seen = self.pending, self.seen
         for rec, sid in zip(records, sids, strict=True):
@@ -165,6 +170,8 @@ class Aggregator:
 
     def flush(self, conn: sqlite3.Connection, wall: float) -> int:
         """Upsert the pending minute rows (inside the caller's transaction)."""
+        for key, n in self.targets.drain().items():
+            self.pending.setdefault(key, [0.0] * _N)[IDX["targets_4xx"]] += n
         if not self.pending:
             return 0
         rows = [(m, 60, site, dim, value, *vals, wall)
@@ -188,6 +195,7 @@ class Aggregator:
         a session that keeps going is not counted again.
         """
         self.pending = {}
+        self.targets.rebuild(conn, self.v4, self.v6)
         self.seen, self.active, self.paths = {}, {}, {}
         self.rare = {}
         self.safe_paths = {(site, value) for site, value in conn.execute(

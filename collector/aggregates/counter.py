@@ -36,6 +36,7 @@ from operator import add as _plus
 from typing import Any
 
 from collector.aggregates.schema import COUNTERS, DIMS, IDX, PATH_DIMS, RT_EDGES, UPSERT
+from collector.aggregates.targets import TargetCounter
 from collector.record import Record
 
 Key = tuple[int, str, str, str]  # (minute, site, dim, value)
@@ -48,6 +49,7 @@ _N = len(COUNTERS)
 _I_REQ, _I_BYTES = IDX["requests"], IDX["bytes"]
 _I_BOTS, _I_NEW, _I_ACT, _I_P4 = IDX["bots"], IDX["sessions_new"], IDX["sessions_active"], \
     IDX["paths_4xx"]
+_I_T4 = IDX["targets_4xx"]
 _I_S401, _I_S403, _I_S404 = IDX["s401"], IDX["s403"], IDX["s404"]
 _I_CLASS = [IDX[f"s{c}xx"] for c in range(1, 6)]
 _I_ANON = {"is_vpn": IDX["anon_vpn"], "is_tor": IDX["anon_tor"],
@@ -96,6 +98,7 @@ class Aggregator:
         self.newest = 0  # newest minute counted, any site
         self.site_newest: dict[str, int] = {}  # each site's newest minute: a site
         # shipped behind another still has its recent minutes' sessions and 4xx paths counted
+        self.targets = TargetCounter()  # distinct 4xx targets per network/ASN (targets.py)
 
     # ------------------------------------------------------------------ counting
 
@@ -106,6 +109,7 @@ class Aggregator:
         ``partial``: :func:`partial_counts` of these same records, already counted elsewhere.
         """
         pending, seen, safe_paths = self.pending, self.seen, self.safe_paths
+        self.targets.add_records(records, self.v4, self.v6)
         if partial:
             for key, vals in partial.items():
                 row = pending.get(key)
@@ -225,6 +229,7 @@ class Aggregator:
 
     def flush(self, conn: sqlite3.Connection, wall: float) -> int:
         """Upsert the pending minute rows (inside the caller's transaction)."""
+        _add_targets(self.pending, self.targets.drain())
         if not self.pending:
             return 0
         rows = [(m, 60, site, dim, value, *vals, wall)
@@ -248,6 +253,7 @@ class Aggregator:
         a session that keeps going is not counted again.
         """
         self.pending = {}
+        self.targets.rebuild(conn, self.v4, self.v6)
         self.seen, self.active, self.paths = {}, {}, {}
         self.rare = {}
         self.safe_paths = {(site, value) for site, value in conn.execute(
@@ -279,6 +285,14 @@ class Aggregator:
                     if 400 <= status < 500 and dim in PATH_DIMS and rec.get("path_template"):
                         self.paths.setdefault(minute, {}).setdefault(
                             (site, dim, value), set()).add(rec["path_template"])
+
+
+def _add_targets(pending: dict[Key, list[float]], deltas: dict[Key, int]) -> None:
+    for key, n in deltas.items():
+        row = pending.get(key)
+        if row is None:
+            row = pending[key] = [0.0] * _N
+        row[_I_T4] += n
 
 
 def _groups(get: Any, v4: int, v6: int) -> list[Group]:

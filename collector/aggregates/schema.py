@@ -9,6 +9,8 @@ length).
 
 from __future__ import annotations
 
+import sqlite3
+
 # Breakdown dimensions: name -> record field it is read from ("network" is derived from "ip").
 DIMS: dict[str, str] = {
     "country": "country",
@@ -30,6 +32,9 @@ PARTITIONING = frozenset(
 # Dimensions whose per-minute rows also count distinct 4xx path templates (scan detection).
 PATH_DIMS = frozenset({"network", "asn"})
 
+# ``targets_4xx``: distinct 4xx request paths (HyperLogLog estimate, collector/aggregates/targets.py)
+# of these dimensions' rows; ``paths_4xx``: distinct 4xx path templates.
+
 # Request-time histogram upper edges in seconds (the last bucket is everything above).
 RT_EDGES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RT_COLS: tuple[str, ...] = tuple(f"rt_{i}" for i in range(len(RT_EDGES) + 1))
@@ -38,7 +43,7 @@ RT_COLS: tuple[str, ...] = tuple(f"rt_{i}" for i in range(len(RT_EDGES) + 1))
 # sessions_active (the most distinct sessions seen in one minute), which takes the maximum.
 COUNTERS: tuple[str, ...] = (
     "requests", "bytes", "s1xx", "s2xx", "s3xx", "s4xx", "s5xx", "s401", "s403", "s404",
-    "bots", "sessions_new", "sessions_active", "paths_4xx",
+    "bots", "sessions_new", "sessions_active", "paths_4xx", "targets_4xx",
     "anon_vpn", "anon_tor", "anon_proxy", "anon_hosting",
     "rt_count", "rt_sum", *RT_COLS,
 )
@@ -64,3 +69,11 @@ UPSERT = (
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTERS)
     + ", updated = excluded.updated"
 )
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Add the counter columns a table made by an older version lacks (they start at 0)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(agg)")}
+    for c in COUNTERS:
+        if have and c not in have:
+            conn.execute(f"ALTER TABLE agg ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0")

@@ -10,7 +10,7 @@ import structlog
 
 from collector.aggregates.counter import Aggregator, Partial
 from collector.aggregates.maintain import maintain
-from collector.aggregates.schema import SCHEMA
+from collector.aggregates.schema import SCHEMA, migrate
 from collector.record import Record
 from collector.settings import Settings
 
@@ -32,6 +32,7 @@ class StoreAggregates:
     def setup(self, conn: sqlite3.Connection) -> None:
         for stmt in SCHEMA:
             conn.execute(stmt)
+        migrate(conn)
         self.counter.rebuild(conn)
 
     def add(self, records: Sequence[Record], sids: Sequence[int | None],

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.detect.baseline import DecayingShares, RateBaseline, SeasonalBaseline
+from collector.detect.baseline import DecayingShares, Ewma, RateBaseline, SeasonalBaseline
 from collector.detect.minute import Counts, Minute
 from collector.settings import DetectSettings
 
@@ -105,39 +105,84 @@ class ErrorRate:
 
 
 class Scan:
-    """scan: one masked network (or ASN) collecting 4xx on many distinct paths."""
+    """scan: one masked network (or ASN) collecting 4xx on many distinct targets or paths.
+
+    Per minute the aggregates hold, per network and ASN, its distinct 4xx request paths
+    (``targets_4xx``, a HyperLogLog estimate: a scanner probing 480 URLs under 7 templates has
+    480 targets) and its distinct 4xx path templates (``paths_4xx``). Summed over ``scan_window``
+    (short rule) or ``scan_slow_window`` (slow rule, over the minutes in which the network got a
+    4xx), with at least ``scan_min_share`` of those requests answered 4xx. The finding names
+    the masked network or the ASN and gives counts only: never a path (k-safe)."""
+
+    DIMS = ("network", "asn")
 
     def __init__(self, cfg: DetectSettings) -> None:
         self.cfg = cfg
         self.window = max(1, int(cfg.scan_window // 60))
-        self.recent: deque[tuple[int, dict[str, dict[str, Counts]]]] = deque()
+        self.slow = max(self.window, int(cfg.scan_slow_window // 60))
+        # per minute: (t, dim -> value -> (targets, paths, 4xx, requests, 404)); the last
+        # `window` minutes keep every value, older ones only values that got a 4xx
+        self.recent: deque[tuple[int, dict[str, dict[str, tuple[float, ...]]]]] = deque()
+
+    @staticmethod
+    def _compact(rows: dict[str, Counts], all_values: bool) -> dict[str, tuple[float, ...]]:
+        return {v: (r.get("targets_4xx", 0), r.get("paths_4xx", 0), r.get("s4xx", 0),
+                    r.get("requests", 0), r.get("s404", 0))
+                for v, r in rows.items() if v and (all_values or r.get("s4xx", 0))}
 
     def __call__(self, m: Minute) -> list[Finding]:
         c = self.cfg
-        self.recent.append((m.t, {d: m.rows(d) for d in ("network", "asn")}))
-        while self.recent and self.recent[0][0] <= m.t - self.window * 60:
+        self.recent.append((m.t, {d: self._compact(m.rows(d), True) for d in self.DIMS}))
+        while self.recent and self.recent[0][0] <= m.t - self.slow * 60:
             self.recent.popleft()
+        short_from = m.t - self.window * 60
+        if len(self.recent) > self.window:  # the minute leaving the short window
+            rows = self.recent[-self.window - 1][1]
+            for d in self.DIMS:
+                rows[d] = {v: x for v, x in rows[d].items() if x[2]}
         out: list[Finding] = []
-        for dim in ("network", "asn"):
-            sums: dict[str, list[float]] = {}
-            for _, rows in self.recent:
-                for value, r in rows[dim].items():
-                    s = sums.setdefault(value, [0.0, 0.0, 0.0, 0.0])
-                    s[0] += r.get("paths_4xx", 0)
-                    s[1] += r.get("s4xx", 0)
-                    s[2] += r.get("requests", 0)
-                    s[3] += r.get("s404", 0)
-            for value, (paths, s4xx, req, s404) in sums.items():
-                if value == "" or value not in m.rows(dim):
-                    continue  # only report while the network is still active
-                share = s4xx / req if req else 0.0
-                if paths >= c.scan_min_paths and share >= c.scan_min_share:
-                    ev = {"distinct_4xx_paths": int(paths), "status_4xx": int(s4xx),
-                          "status_404": int(s404), "requests": int(req),
-                          "share_4xx": _r(share), "window_minutes": self.window}
-                    dims = {dim: int(value) if dim == "asn" and value.isdigit() else value}
-                    out.append(Finding("scan", dims, ev, paths / c.scan_min_paths, "medium"))
+        for dim in self.DIMS:
+            now = m.rows(dim)
+            short: dict[str, list[float]] = {}
+            slow: dict[str, list[float]] = {}
+            for t, rows in self.recent:
+                for value, x in rows[dim].items():
+                    if value not in now:
+                        continue  # only report while the network is still active
+                    if t > short_from:
+                        _acc(short, value, x)
+                    if x[2]:
+                        _acc(slow, value, x)
+            for value, s in short.items():
+                f = self._judge(dim, value, s, self.window, c.scan_min_targets, c.scan_min_paths)
+                if f is None and value in slow and self.slow > self.window:
+                    f = self._judge(dim, value, slow[value], self.slow, c.scan_slow_min_targets,
+                                    0)
+                if f is not None:
+                    out.append(f)
         return out
+
+    def _judge(self, dim: str, value: str, s: list[float], window: int, min_targets: int,
+               min_paths: int) -> Finding | None:
+        targets, paths, s4xx, req, s404 = s
+        share = s4xx / req if req else 0.0
+        score = max(targets / max(min_targets, 1), paths / min_paths if min_paths else 0.0)
+        if score < 1.0 or share < self.cfg.scan_min_share:
+            return None
+        ev = {"distinct_4xx_targets": int(targets), "distinct_4xx_paths": int(paths),
+              "status_4xx": int(s4xx), "status_404": int(s404), "requests": int(req),
+              "share_4xx": _r(share), "window_minutes": window}
+        dims = {dim: int(value) if dim == "asn" and value.isdigit() else value}
+        return Finding("scan", dims, ev, score, "medium")
+
+
+def _acc(into: dict[str, list[float]], value: str, x: tuple[float, ...]) -> None:
+    s = into.get(value)
+    if s is None:
+        into[value] = list(x)
+    else:
+        for i, v in enumerate(x):
+            s[i] += v
 
 
 class AuthFailures:
@@ -147,7 +192,7 @@ class AuthFailures:
         self.cfg = cfg
         self.login = re.compile(cfg.auth_paths)
         self.site_base = RateBaseline(cfg.baseline_halflife)  # failures per request
-        self.path_base: dict[str, float] = {}  # path -> EWMA of failures a minute
+        self.path_base: dict[str, Ewma] = {}  # path -> EWMA of failures a minute
         self.alpha = self.site_base.alpha
 
     def __call__(self, m: Minute) -> list[Finding]:
@@ -163,7 +208,8 @@ class AuthFailures:
             if not path or not self.login.search(path):
                 continue
             n = fails(r)
-            base = self.path_base.get(path, 0.0)
+            avg = self.path_base.get(path)
+            base = avg.mean if avg is not None else 0.0
             need = max(float(c.auth_min_failures), c.auth_factor * base)
             if n >= need:
                 ev = {"failures": int(n), "status_401": int(r.get("s401", 0)),
@@ -172,7 +218,9 @@ class AuthFailures:
                 out.append(Finding("auth_failures", {"path_template": path}, ev, n / need,
                                    "medium"))
             else:
-                self.path_base[path] = base + self.alpha * (n - base)
+                if avg is None:
+                    avg = self.path_base[path] = Ewma(self.alpha)
+                avg.update(n)
         total, req = fails(m.total), m.get("requests")
         need_site = max(float(c.auth_site_min_failures),
                         c.auth_factor * self.site_base.rate * req)
@@ -211,35 +259,65 @@ class Anonymizers:
 
 
 class Newcomer:
-    """new_source: a country or ASN nearly absent from the baseline suddenly takes a share."""
+    """new_source: a country or ASN absent from the baseline suddenly takes a share.
+
+    "Absent" needs evidence: the value's share of the baseline (a one-day window, see
+    :class:`DecayingShares`) and of the last hour are both below ``newcomer_absent_share``, and
+    the baseline holds at least ``5 / newcomer_absent_share`` requests (enough that a value with
+    that share would have shown up)."""
+
+    HOUR = 60
 
     def __init__(self, cfg: DetectSettings) -> None:
         self.cfg = cfg
         # "the baseline" is the last day or so: shares decay with a one-day half-life
         self.shares = {d: DecayingShares(max(cfg.baseline_halflife * 24, 3600.0))
                        for d in ("country", "asn")}
+        self.hour: dict[str, deque[dict[str, float]]] = {d: deque() for d in self.shares}
+        self.hour_total: deque[float] = deque()
         self.warm = int(cfg.warmup // 60)
+        self.need_seen = 5.0 / max(cfg.newcomer_absent_share, 1e-6)
         self.n = 0
+
+    def _hour_share(self, dim: str, value: str) -> float:
+        total = sum(self.hour_total)
+        return sum(c.get(value, 0.0) for c in self.hour[dim]) / total if total else 0.0
 
     def __call__(self, m: Minute) -> list[Finding]:
         c = self.cfg
         req = m.get("requests")
         out: list[Finding] = []
+        flagged_req = 0.0
+        kept: dict[str, dict[str, float]] = {}
         for dim, book in self.shares.items():
             rows = m.rows(dim)
             flagged: set[str] = set()
-            now = {v: r.get("requests", 0) / req for v, r in rows.items() if req and v}
-            for value, share in now.items():
-                n = rows[value].get("requests", 0)
+            counts = {v: float(r.get("requests", 0)) for v, r in rows.items() if req and v}
+            enough = self.n >= self.warm and book.seen(m.t) >= self.need_seen
+            for value, n in counts.items():
+                share = n / req
+                if not (enough and n >= c.newcomer_min_requests and share >= c.newcomer_share):
+                    continue
                 before = book.get(value, m.t)
-                if (self.n >= self.warm and n >= c.newcomer_min_requests
-                        and share >= c.newcomer_share and before < c.newcomer_absent_share):
+                hour = self._hour_share(dim, value)
+                if before < c.newcomer_absent_share and hour < c.newcomer_absent_share:
                     ev = {"requests": int(n), "share": _r(share), "baseline_share": _r(before),
-                          "site_requests": int(req)}
+                          "last_hour_share": _r(hour), "site_requests": int(req)}
                     dims = {dim: int(value) if dim == "asn" and value.isdigit() else value}
                     out.append(Finding("new_source", dims, ev, share / c.newcomer_share))
                     flagged.add(value)
-            book.update(m.t, {v: s for v, s in now.items() if v not in flagged})
+                    flagged_req = max(flagged_req, n)
+            kept[dim] = {v: n for v, n in counts.items() if v not in flagged}
+        total = req - flagged_req  # a newcomer's requests are not learnt as normal
+        for dim, book in self.shares.items():
+            if total > 0:
+                book.update(m.t, {v: n / total for v, n in kept[dim].items()}, total)
+            self.hour[dim].append(kept[dim])
+            if len(self.hour[dim]) > self.HOUR:
+                self.hour[dim].popleft()
+        self.hour_total.append(max(total, 0.0))
+        if len(self.hour_total) > self.HOUR:
+            self.hour_total.popleft()
         self.n += 1
         return out
 
