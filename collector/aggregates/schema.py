@@ -32,7 +32,7 @@ PARTITIONING = frozenset(
 # Dimensions whose per-minute rows also count distinct 4xx path templates (scan detection).
 PATH_DIMS = frozenset({"network", "asn"})
 
-# ``targets_4xx``: distinct 4xx request paths (HyperLogLog estimate, collector/aggregates/targets.py)
+# ``targets_4xx``: distinct 4xx request paths (HyperLogLog estimate, aggregates/targets.py)
 # of these dimensions' rows; ``paths_4xx``: distinct 4xx path templates.
 
 # Request-time histogram upper edges in seconds (the last bucket is everything above).
