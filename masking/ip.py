@@ -149,6 +149,12 @@ class IPMasker:
             raise AddressError("value is not an IP address")
         return self._mask(packed)
 
+    def mask_packed(self, packed: bytes) -> str:
+        """Mask a packed 4- or 16-byte address (same rules as :meth:`mask`)."""
+        if len(packed) == 16 and packed[:12] == _MAPPED_PREFIX:
+            packed = packed[12:]
+        return self._mask(packed)
+
     def is_trusted(self, ip: str) -> bool:
         """Whether a normalized address lies in a configured trusted proxy network."""
         return self._trusted(ip)

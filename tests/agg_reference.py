@@ -31,6 +31,7 @@ from typing import Any
 from collector.aggregates.schema import COUNTERS, DIMS, IDX, PATH_DIMS, RT_EDGES, UPSERT
 from collector.aggregates.targets import TargetCounter
 from collector.record import Record
+from masking.vocab import NEEDS_K, OTHER, aggregate_value
 
 Key = tuple[int, str, str, str]  # (minute, site, dim, value)
 Group = tuple[str, str]  # (dim, value)
@@ -50,14 +51,18 @@ _PATH_POS = 1 + list(DIMS).index("path_template")
 
 
 def dim_value(rec: Record, dim: str, v4_bits: int, v6_bits: int) -> str:
-    """The group value of ``rec`` for ``dim`` as stored ("" = unknown)."""
+    """The group value of ``rec`` for ``dim`` as stored ("" = unknown), by the dimension's rule
+    in ``masking.vocab`` (closed vocabularies; the path template left to the k rule)."""
     v = rec.get(DIMS[dim])
     if v is None or v == "":
         return ""
+    s = str(v)
     if dim == "network":
-        s = str(v)
-        return f"{s}/{v6_bits if ':' in s else v4_bits}"
-    return str(v)
+        s = f"{s}/{v6_bits if ':' in s else v4_bits}"
+    out = aggregate_value(dim, s)
+    if out == NEEDS_K:
+        return s if dim == "path_template" else OTHER
+    return out
 
 
 RARE = "other"  # stored value of a path template not yet seen in k distinct sessions

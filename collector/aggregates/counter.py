@@ -38,6 +38,7 @@ from typing import Any
 from collector.aggregates.schema import COUNTERS, DIMS, IDX, PATH_DIMS, RT_EDGES, UPSERT
 from collector.aggregates.targets import TargetCounter
 from collector.record import Record
+from masking.vocab import NEEDS_K, OTHER, aggregate_value
 
 Key = tuple[int, str, str, str]  # (minute, site, dim, value)
 Partial = dict[Key, "array[float]"]  # counters counted before the writer: partial_counts
@@ -62,17 +63,29 @@ _NAMES = ("", *DIMS)  # group dims in order: the total, then every dimension
 # fields read per record, in group order; the total's "field" is a key no record has (-> "")
 _FIELDS = ("\0total", *DIMS.values())
 _PATH_DIM_POS = tuple(_NAMES.index(d) for d in sorted(PATH_DIMS))
+_RULED = tuple(range(1, len(_NAMES)))  # every dimension goes through masking.vocab
 
 
 def dim_value(rec: Record, dim: str, v4_bits: int, v6_bits: int) -> str:
-    """The group value of ``rec`` for ``dim`` as stored ("" = unknown)."""
+    """The group value of ``rec`` for ``dim`` as stored ("" = unknown), by the dimension's rule
+    (``masking.vocab``); the path template is returned as is, for the k rule to decide."""
     v = rec.get(DIMS[dim])
     if v is None or v == "":
         return ""
     if dim == "network":
         s = str(v)
-        return f"{s}/{v6_bits if ':' in s else v4_bits}"
-    return str(v)
+        return stored_value(dim, f"{s}/{v6_bits if ':' in s else v4_bits}")
+    return stored_value(dim, str(v))
+
+
+def stored_value(dim: str, value: str) -> str:
+    """``masking.vocab.aggregate_value`` for the counter: the closed vocabularies map to
+    themselves or ``"other"``; of the k-rule dimensions only the path template is counted under
+    its own name (after k sessions, by :meth:`Aggregator._path`), any other is ``"other"``."""
+    out = aggregate_value(dim, value)
+    if out is NEEDS_K:
+        return value if dim == "path_template" else OTHER
+    return out
 
 
 RARE = "other"  # stored value of a path template not yet seen in k distinct sessions
@@ -302,6 +315,9 @@ def _groups(get: Any, v4: int, v6: int) -> list[Group]:
     net = values[_NET_POS]
     if net:
         values[_NET_POS] = f"{net}/{v6 if ':' in net else v4}"
+    for j in _RULED:
+        if values[j]:
+            values[j] = stored_value(_NAMES[j], values[j])
     return list(zip(_NAMES, values, strict=True))
 
 
