@@ -358,7 +358,10 @@ class _TcpConnection(asyncio.Protocol):
             return
         if frames:
             if not self.pending:
+                # the reader sleeps until the idle timeout while nothing is pending: wake it to
+                # commit this batch within flush_interval on a connection that stays open
                 self.first_at = self.last_data
+                self.wake.set()
             self.pending.extend(frames)
             self.rx.tcp.received += len(frames)
             if len(self.pending) >= self.cfg.batch_size:
