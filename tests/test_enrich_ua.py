@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from collector.enrich.bots import CrawlerMatcher, load_patterns
 from collector.enrich.ua import UA_FIELDS, UAEnricher, build_user_agent
-from tests.conftest import corpus_file, data_file
+from tests.conftest import data_file, log_fixture
 
-MIN_ACCURACY = 0.95
+# docs/enrichment.md claims 100 % browser and OS family accuracy on uap-core's test_ua.yaml and
+# test_os.yaml: every case must match, and the message lists the ones that do not.
+MIN_ACCURACY = 1.0
 DEVICE_TYPES = {"desktop", "mobile", "tablet", "bot", "other"}
 
 
@@ -35,24 +37,23 @@ def _family(value: str | None) -> str:
 
 def test_browser_family_accuracy(enricher: UAEnricher) -> None:
     all_cases = cases("test_ua.yaml")
-    hits = sum(
-        _family(enricher(c["user_agent_string"])["browser"]) == _family(c["family"])
-        for c in all_cases
-    )
-    share = hits / len(all_cases)
-    print(f"browser family: {hits}/{len(all_cases)} = {share:.2%}")
-    assert share >= MIN_ACCURACY
+    misses = [(c["user_agent_string"], c["family"], got) for c in all_cases
+              if (got := _family(enricher(c["user_agent_string"])["browser"]))
+              != _family(c["family"])]
+    share = 1 - len(misses) / len(all_cases)
+    print(f"browser family: {len(all_cases) - len(misses)}/{len(all_cases)} = {share:.2%}")
+    assert len(all_cases) > 1500
+    assert share >= MIN_ACCURACY, f"{len(misses)} misses, e.g. {misses[:5]}"
 
 
 def test_os_family_accuracy(enricher: UAEnricher) -> None:
     all_cases = cases("test_os.yaml")
-    hits = sum(
-        _family(enricher(c["user_agent_string"])["os"]) == _family(c["family"])
-        for c in all_cases
-    )
-    share = hits / len(all_cases)
-    print(f"OS family: {hits}/{len(all_cases)} = {share:.2%}")
-    assert share >= MIN_ACCURACY
+    misses = [(c["user_agent_string"], c["family"], got) for c in all_cases
+              if (got := _family(enricher(c["user_agent_string"])["os"])) != _family(c["family"])]
+    share = 1 - len(misses) / len(all_cases)
+    print(f"OS family: {len(all_cases) - len(misses)}/{len(all_cases)} = {share:.2%}")
+    assert len(all_cases) > 450
+    assert share >= MIN_ACCURACY, f"{len(misses)} misses, e.g. {misses[:5]}"
 
 
 PROPS = ("is_mobile", "is_tablet", "is_pc", "is_bot", "is_touch_capable", "is_email_client")
@@ -172,19 +173,28 @@ def test_crawler_list_is_shipped_with_its_licence() -> None:
     assert len(load_patterns()) > 1000
 
 
-def test_corpus_real_log_agents_parse(enricher: UAEnricher) -> None:
-    log = corpus_file("logs/elastic-examples_apache_logs")
+def test_real_log_agents_parse(enricher: UAEnricher) -> None:
+    """Every agent of the sample log gets a device type; only a missing agent ("-") gets none."""
+    log = log_fixture("elastic-examples_apache_logs")
     import re
 
     agent = re.compile(r'"([^"]*)"\s*$')
     seen = 0
+    types: dict[str | None, int] = {}
     for line in Path(log).read_text("utf-8", errors="replace").splitlines()[:2000]:
         m = agent.search(line)
         if m:
             r = enricher(m.group(1))
-            assert r["device_type"] in DEVICE_TYPES | {None}
+            if m.group(1).strip() in ("", "-"):
+                assert r["device_type"] is None and r["browser"] is None, m.group(1)
+            else:
+                assert r["device_type"] in DEVICE_TYPES, m.group(1)
+            types[r["device_type"]] = types.get(r["device_type"], 0) + 1
             seen += 1
     assert seen > 1900
+    # real traffic of a blog: mostly desktops, with crawlers and phones among them
+    assert types.get("desktop", 0) > seen / 2, types
+    assert types.get("bot", 0) > 50 and types.get("mobile", 0) > 10, types
 
 
 @given(st.text(max_size=300))
@@ -192,7 +202,10 @@ def test_corpus_real_log_agents_parse(enricher: UAEnricher) -> None:
 def test_never_raises_on_any_text(text: str) -> None:
     r = _PROPERTY_UA(text)
     assert set(r) == set(UA_FIELDS)
-    assert r["device_type"] in DEVICE_TYPES | {None}
+    if text.strip() in ("", "-", '"-"'):
+        assert r["device_type"] is None
+    else:
+        assert r["device_type"] in DEVICE_TYPES
 
 
 _PROPERTY_UA = UAEnricher(cache_size=128)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from masking import UrlScrubber, consent_flags, parse_accept_language, path_template, session_key
@@ -114,14 +116,16 @@ def test_path_template() -> None:
 
 def test_session_key() -> None:
     k = session_key(b"secret", "site", "1.2.3.4", "UA")
-    assert len(k) == 32 and int(k, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{32}", k), k  # 32 hex digits: nothing of the inputs in clear
     assert k == session_key(b"secret", "site", "1.2.3.4", "UA")
     assert k != session_key(b"other", "site", "1.2.3.4", "UA")
     assert k != session_key(b"secret", "site2", "1.2.3.4", "UA")
     assert session_key(b"s", "ab", "c", None) != session_key(b"s", "a", "bc", None)
     assert session_key(b"s", "x", "1.2.3.4", "UA", hint="abc") == \
         session_key(b"s", "x", "9.9.9.9", "other", hint="abc")
-    assert "1.2.3.4" not in k
+    # without a hint, the full address and the User-Agent both make the key
+    assert k != session_key(b"secret", "site", "1.2.3.5", "UA")
+    assert k != session_key(b"secret", "site", "1.2.3.4", "UA2")
 
 
 def test_accept_language() -> None:
