@@ -61,13 +61,16 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def enrich_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    geo = GeoEnricher(settings.enrich)
+    geo = GeoEnricher(settings.enrich, settings.server.data_dir)
     app[GEO] = geo
     app[UA] = UAEnricher(settings.enrich.ua_cache_size)
     if not geo.configured:
         log.warning("geoip_disabled", reason="no GeoIP database configured; geo fields are null")
     for db in geo.info():
         log.info("geoip_database", **{k: v for k, v in db.items() if k != "path"})
+    app[METRICS].gauge_series(
+        "lethelog_geoip_database_age_days", "Age of each GeoIP database in use, by role.",
+        lambda: {(("kind", i["role"]),): float(i["age_days"]) for i in geo.info()})
     watcher = asyncio.create_task(geo.watch(settings.enrich.reload_interval))
     yield
     watcher.cancel()

@@ -110,7 +110,7 @@ _worker_settings: Settings | None = None
 
 
 def _build_pipeline(settings: Settings, key: Key, source: str) -> Pipeline:
-    geo = GeoEnricher(settings.enrich)
+    geo = GeoEnricher(settings.enrich, settings.server.data_dir)
     ua = UAEnricher(settings.enrich.ua_cache_size)
     return Pipeline(build_steps(settings, PinnedKeys(key), geo, ua, source=source))
 

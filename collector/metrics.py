@@ -21,6 +21,7 @@ class Metrics:
         self._values: dict[str, dict[Labels, float]] = {}
         self._hist: dict[str, tuple[list[int], list[float]]] = {}
         self._gauges: dict[str, Callable[[], float]] = {}
+        self._series_gauges: dict[str, Callable[[], dict[Labels, float]]] = {}
         for name, kind, text in (
             ("lethelog_records_accepted_total", "counter", "Records accepted and stored."),
             ("lethelog_records_rejected_total", "counter", "Records rejected, by reason class."),
@@ -60,6 +61,13 @@ class Metrics:
         self._help[name] = ("gauge", text)
         self._gauges[name] = read
 
+    def gauge_series(self, name: str, text: str,
+                     read: Callable[[], dict[Labels, float]]) -> None:
+        """A gauge with one series per label set, read at scrape time (labels must be closed
+        vocabularies, as every label here)."""
+        self._help[name] = ("gauge", text)
+        self._series_gauges[name] = read
+
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:
@@ -68,6 +76,9 @@ class Metrics:
                 lines.append(f"# TYPE {name} {kind}")
                 if kind == "gauge" and name in self._gauges:
                     lines.append(f"{name} {float(self._gauges[name]())}")
+                elif kind == "gauge" and name in self._series_gauges:
+                    for labels, value in self._series_gauges[name]().items():
+                        lines.append(f"{name}{_fmt(labels)} {float(value)}")
                 elif kind == "histogram":
                     counts, sums = self._hist.get(name, ([0] * (len(_BUCKETS) + 1), [0.0]))
                     acc = 0

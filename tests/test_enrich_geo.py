@@ -205,13 +205,14 @@ def test_stale_warning_when_older_than_max_db_age() -> None:
     assert "max_db_age" in city["warning"]
 
 
-def test_default_db_serves_country_when_nothing_configured() -> None:
+def test_default_db_serves_country_when_nothing_configured(tmp_path: Path) -> None:
     default = find_default_database()
     if default is None:
         pytest.skip("no GeoIP package from PyPI installed (maxminddb-geolite2 is a dependency)")
-    g = GeoEnricher(EnrichSettings())
+    g = GeoEnricher(EnrichSettings(), tmp_path)
     assert g.configured
-    (entry,) = g.info()
+    entry = next(i for i in g.info() if i["role"] == default.role)
+    assert all(i["default"] for i in g.info())  # geoip2fast adds country and asn
     assert entry["default"] is True
     assert entry["package"].startswith(default.package)
     assert entry["licence"] and entry["build_date"] < "2026-01-01"
@@ -227,9 +228,10 @@ def test_default_db_can_be_disabled() -> None:
     assert g.lookup("8.8.8.0", "8.8.8.8") == dict.fromkeys(GEO_FIELDS)
 
 
-def test_configured_city_db_replaces_default() -> None:
-    g = GeoEnricher(EnrichSettings(city_db=db("GeoIP2-City-Test.mmdb")))
-    assert [i["default"] for i in g.info()] == [False]
+def test_configured_city_db_replaces_default(tmp_path: Path) -> None:
+    g = GeoEnricher(EnrichSettings(city_db=db("GeoIP2-City-Test.mmdb")), tmp_path)
+    # the configured City file serves location; only the missing ASN role has a default
+    assert {i["role"]: i["default"] for i in g.info()} == {"city": False, "asn": True}
 
 
 # --------------------------------------------------------------------------- every JSON network

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from collector.aggregates.read import aggregate_counts, aggregate_series, k_for, time_bounds
 from collector.api.timerange import bad_request, time_param
-from collector.appkeys import DETECTOR, SETTINGS, STORE
+from collector.appkeys import DETECTOR, GEO, SETTINGS, STORE
 from collector.audit import audit
 from collector.auth import PRINCIPAL, PUBLIC, TOKENS, Handler, authenticate, bearer, requires
 from collector.dashboard.sessions import COOKIE, DashboardLogins
@@ -158,6 +158,8 @@ async def summary(request: web.Request) -> web.Response:
                                                  "all", 200)
     data["anomalies"] = anomalies
     data["k"] = k
+    data["databases"] = [{f: i[f] for f in ("role", "database_type", "build_date", "age_days",
+                                             "stale")} for i in request.app[GEO].info()]
     rows = (len(data["series"]) + (1 if data["total"] else 0)
             + sum(len(v) for v in data["top"].values()) + len(anomalies))
     audit(request, endpoint="/dashboard/api/summary", query={"start": start, "end": end},

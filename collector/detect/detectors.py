@@ -268,11 +268,11 @@ class Newcomer:
 
     HOUR = 60
 
-    def __init__(self, cfg: DetectSettings) -> None:
+    def __init__(self, cfg: DetectSettings, dims: tuple[str, ...] = ("country", "asn")) -> None:
         self.cfg = cfg
         # "the baseline" is the last day or so: shares decay with a one-day half-life
         self.shares = {d: DecayingShares(max(cfg.baseline_halflife * 24, 3600.0))
-                       for d in ("country", "asn")}
+                       for d in dims}
         self.hour: dict[str, deque[dict[str, float]]] = {d: deque() for d in self.shares}
         self.hour_total: deque[float] = deque()
         self.warm = int(cfg.warmup // 60)
@@ -322,10 +322,11 @@ class Newcomer:
         return out
 
 
-def build(cfg: DetectSettings, anonymizers: bool) -> list[Any]:
-    """One site's detector set (anonymizer detection only with an Anonymous-IP database)."""
+def build(cfg: DetectSettings, anonymizers: bool, asn: bool = True) -> list[Any]:
+    """One site's detector set (anonymizer detection only with an Anonymous-IP database; new
+    ASNs only with a database that answers AS numbers)."""
     out: list[Any] = [Volume(cfg), ErrorRate(cfg), Scan(cfg), AuthFailures(cfg), BotSurge(cfg),
-                      Newcomer(cfg)]
+                      Newcomer(cfg, ("country", "asn") if asn else ("country",))]
     if anonymizers:
         out.append(Anonymizers(cfg))
     return out

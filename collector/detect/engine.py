@@ -33,9 +33,11 @@ ALL_SITES = "*"  # the site of an all-sites anomaly (never a configured site's n
 
 
 class Engine:
-    def __init__(self, cfg: DetectSettings, anonymizers: bool, all_sites: bool = True) -> None:
+    def __init__(self, cfg: DetectSettings, anonymizers: bool, all_sites: bool = True,
+                 asn: bool = True) -> None:
         self.cfg = cfg
         self.anonymizers = anonymizers
+        self.asn = asn
         self.all_sites = all_sites
         self.detectors: dict[str, list[Any]] = {}
         self.summed: list[Any] | None = None  # the all-sites view's detectors (2+ sites)
@@ -48,9 +50,9 @@ class Engine:
         """Start detectors for a site (a new sum of every site is learnt afresh from then)."""
         if site == ALL_SITES or site in self.detectors:
             return
-        self.detectors[site] = build(self.cfg, self.anonymizers)
+        self.detectors[site] = build(self.cfg, self.anonymizers, self.asn)
         if self.all_sites and len(self.detectors) >= 2:
-            self.summed = build(self.cfg, self.anonymizers)
+            self.summed = build(self.cfg, self.anonymizers, self.asn)
 
     def feed(self, t: int, minutes: dict[str, Minute], track: bool = True) -> list[Event]:
         """Evaluate minute ``t`` for every known site (``minutes``: the sites with traffic),

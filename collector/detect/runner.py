@@ -48,7 +48,13 @@ class DetectorRunner:
         self.cfg = settings.detect
         self.store = store
         self.clock = clock
-        self.engine = Engine(self.cfg, anonymizers=settings.enrich.anonymous_ip_db is not None)
+        asn = settings.enrich.asn_db is not None or settings.enrich.isp_db is not None
+        if not asn:
+            log.info("detect.new_source_asn_off",
+                     reason="no ASN database (enrich.asn_db / enrich.isp_db) answers AS numbers; "
+                     "new_source watches countries only")
+        self.engine = Engine(self.cfg, anonymizers=settings.enrich.anonymous_ip_db is not None,
+                             asn=asn)
         self.book = AnomalyBook(Path(settings.server.data_dir) / "anomalies.db")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lethelog-detect")
         # next minute to evaluate, per site and for the all-sites view ("*")

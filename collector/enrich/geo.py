@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import importlib.metadata
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ import structlog
 
 from collector.settings import EnrichSettings
 
+from . import fastdata
 from .defaults import DefaultDatabase, find_default_database
 
 __all__ = ["GEO_FIELDS", "ROLES", "GeoEnricher"]
@@ -62,6 +65,13 @@ _PRECISION = {"country": 0, "region": 1, "city": 2}
 # Addresses looked up once after opening a file, to refuse files whose data section is broken.
 _PROBES = ("1.1.1.1", "8.8.8.8", "81.2.69.142", "2001:4860::1")
 
+FAST_LICENCE = (
+    "MaxMind GeoLite2 Country and ASN data of 2024-06-18 as converted by geoip2fast (GeoLite2 "
+    "End User License Agreement, https://www.maxmind.com/en/geolite2/eula: This product "
+    "includes GeoLite2 data created by MaxMind, available from https://www.maxmind.com); "
+    "package code MIT"
+)
+
 StatKey = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
 
 
@@ -78,6 +88,8 @@ def _source_note(database_type: str, description: str) -> str:
         return "MaxMind GeoIP2 (commercial MaxMind licence)"
     if t.startswith("dbip"):
         return "DB-IP Lite (CC BY 4.0; attribution: IP Geolocation by DB-IP)"
+    if t.startswith("geoip2fast"):
+        return FAST_LICENCE
     return description or database_type
 
 
@@ -154,7 +166,12 @@ def _extract(dbs: Mapping[str, _Database], precision: int) -> Callable[[str], di
     isp = dbs.get("isp")
     anon = dbs.get("anonymous_ip")
     conn = dbs.get("connection_type")
-    location_dbs = [d.reader for d in (city, country) if d is not None]
+    located = [d for d in (city, country) if d is not None]
+    # The newest database decides the country; an older one may only add region, city and
+    # time zone where it places the address in that same country (a fresh country table beside
+    # an old city database must not be contradicted by the old one).
+    located.sort(key=lambda d: -d.build_epoch)
+    location_dbs = [d.reader for d in located]
 
     def look(address: str) -> dict[str, Any]:
         out = dict(_EMPTY)
@@ -162,9 +179,11 @@ def _extract(dbs: Mapping[str, _Database], precision: int) -> Callable[[str], di
             rec = reader.get(address)
             if not rec:
                 continue
+            c = rec.get("country") or {}
             if out["country"] is None:
-                c = rec.get("country") or {}
                 out["country"] = c.get("iso_code")
+            elif c.get("iso_code") != out["country"]:
+                continue
             if precision >= 1 and out["region"] is None:
                 subs = rec.get("subdivisions") or []
                 if subs:
@@ -222,7 +241,9 @@ def _generation(
 class GeoEnricher:
     """GeoIP lookups for the masked (default) or full client address; see module docstring."""
 
-    def __init__(self, settings: EnrichSettings) -> None:
+    def __init__(self, settings: EnrichSettings, data_dir: Path | None = None) -> None:
+        """``data_dir``: where converted default data may be cached when no user cache
+        directory is writable (see :mod:`.fastdata`)."""
         self.settings = settings
         self._use_full = settings.geo_from == "full"
         self._precision = _PRECISION.get(settings.geo_precision, 2)
@@ -252,6 +273,8 @@ class GeoEnricher:
                         source=f"{default.package} {default.version}: {default.licence}",
                         default=default,
                     )
+            if settings.default_db:
+                self._add_fast_defaults(dbs, data_dir)
         except Exception:  # close what was opened, then report
             for db in dbs.values():
                 db.reader.close()
@@ -262,6 +285,47 @@ class GeoEnricher:
             if item.get("warning"):
                 log.warning("enrich.geo.stale_database", role=item["role"], path=item["path"],
                             warning=item["warning"])
+
+    @staticmethod
+    def _add_fast_defaults(dbs: dict[str, _Database], data_dir: Path | None) -> None:
+        """AS organisation (no asn_db/isp_db configured) and a fresher country table (when the
+        location database in use is older) from the installed geoip2fast package."""
+        want_asn = "asn" not in dbs and "isp" not in dbs
+        current = dbs.get("country") or dbs.get("city")
+        source = fastdata.find_source()
+        if source is None or not (want_asn or current is None or current.default is not None):
+            return
+        try:
+            readers = fastdata.open_cached(source, data_dir)
+        except (ValueError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("enrich.geo.default_unavailable", package="geoip2fast", reason=str(exc))
+            return
+        try:
+            version = importlib.metadata.version("geoip2fast")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        stat = _stat_key(source)
+        for role, reader in readers.items():
+            meta = reader.metadata()
+            if role == "asn" and not want_asn:
+                continue
+            if role == "country":
+                if "country" in dbs or (current is not None and (
+                        current.default is None or current.build_epoch >= meta.build_epoch)):
+                    continue
+            dbs[role] = _Database(
+                role=role, path=source, reader=reader, stat=stat,
+                database_type=meta.database_type, build_epoch=meta.build_epoch,
+                source=f"geoip2fast {version}: {FAST_LICENCE}",
+                default=DefaultDatabase(package="geoip2fast", version=version, path=source,
+                                        role=role, licence=FAST_LICENCE),
+            )
+
+    @property
+    def has_asn(self) -> bool:
+        """Is there a database that answers AS numbers (not only organisations)?"""
+        return any(r in self._gen.dbs and not self._gen.dbs[r].database_type.startswith(
+            "GeoIP2Fast") for r in ("asn", "isp"))
 
     # ------------------------------------------------------------------ lookups
 

@@ -66,6 +66,9 @@
     chart(d.series || [], d.start, d.end, d.step || 60);
     for (const dim of ["country", "asn", "network", "path_template"]) top(dim, (d.top || {})[dim] || []);
     anomalies(d.anomalies || []);
+    $("geo-age").textContent = (d.databases || []).length
+      ? "GeoIP: " + d.databases.map((g) => g.role + " " + g.build_date + " (" + g.age_days + " d" + (g.stale ? ", stale" : "") + ")").join(", ")
+      : "GeoIP: none";
     $("knote").textContent = "Groups with fewer than " + d.k + " distinct sessions are shown as \u201cother\u201d or not at all.";
   }
 
