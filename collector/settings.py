@@ -192,8 +192,8 @@ class EnrichSettings:
                          "choice", choices=("masked", "full"))
     geo_precision: str = _opt("city", "Finest location kept: country, region or city.", "choice",
                               choices=("country", "region", "city"))
-    default_db: bool = _opt(True, "With no city_db/country_db, use a GeoIP DB installed from PyPI.",
-                            "bool")
+    default_db: bool = _opt(True, "Fill every GeoIP role no file is configured for from data "
+                            "installed from PyPI (country, city, AS organisation).", "bool")
     max_db_age: float = _opt(400 * 86400.0, "A GeoIP database older than this is reported stale.",
                              "duration")
     reload_interval: float = _opt(60.0, "How often GeoIP files are checked for change (0: off).",

@@ -192,3 +192,22 @@ def test_no_network_and_bad_config(tmp_path: Path) -> None:
     assert done.returncode == 2 and "AccountID must be a number" in done.stderr
     done = _run(tmp_path / "missing.conf")
     assert done.returncode == 2 and "cannot read" in done.stderr
+
+
+def test_weekly_systemd_timer_runs_the_update_command() -> None:
+    import configparser
+    import shlex
+
+    from collector.cli import build_parser
+
+    deploy = Path(__file__).parent.parent / "deploy" / "systemd"
+    timer = configparser.ConfigParser(strict=False)
+    timer.read(deploy / "lethelog-geoip-update.timer")
+    assert timer["Timer"]["OnCalendar"] == "weekly"
+    assert timer["Install"]["WantedBy"] == "timers.target"
+    service = configparser.ConfigParser(strict=False)
+    service.read(deploy / "lethelog-geoip-update.service")
+    argv = shlex.split(service["Service"]["ExecStart"])
+    assert argv[0].endswith("/lethelog")
+    ns = build_parser().parse_args(argv[1:])
+    assert (ns.command, ns.geoip_command, ns.config) == ("geoip", "update", "/etc/GeoIP.conf")
