@@ -106,6 +106,31 @@ class SessionTable:
             self.clocks[source] = t
         return Touch(s, ended)
 
+    def open(self, sid: int, key: str, source: str, site: str, first: float, last: float,
+             wall: float, records: int) -> Session:
+        """Open the session ``sid`` for ``key`` with ``records`` records already in it (the
+        columnar write: :mod:`collector.store.sessionize`); the caller ended any previous one."""
+        s = Session(sid, secrets.token_hex(10), key, source, site, first, last, wall, records)
+        self.next_sid = max(self.next_sid, sid + 1)
+        self.by_key[key] = s
+        self.by_sid[sid] = s
+        self._push(s, log=True, wall=True)
+        return s
+
+    def extend(self, s: Session, first: float, last: float, wall: float, records: int) -> None:
+        """Add ``records`` records stamped ``first``..``last`` arriving at ``wall`` to ``s``."""
+        moved_log = last > s.last_log
+        moved_wall = wall > s.last_wall
+        if moved_log:
+            s.last_log = last
+        if first < s.first_log:
+            s.first_log = first
+        if moved_wall:
+            s.last_wall = wall
+        if moved_log or moved_wall:
+            self._push(s, log=moved_log, wall=moved_wall)
+        s.records += records
+
     def expire(self, now_wall: float) -> list[Session]:
         """End every session idle on its source's log clock or on the wall clock."""
         out: list[Session] = []

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.record import Record
+from collector.store.frame import Batch
 
 
 class StoreBusy(Exception):
@@ -50,6 +51,9 @@ class Store(ABC):
       :class:`StoreBusy` at once, storing nothing, when the bounded write queue is full.
       Each record is a stored record (``collector.record.STORED_FIELDS``, ``time`` as epoch
       seconds) plus ``session_key`` (the pseudonymous key, never output) and ``source``.
+      ``records`` is a ``list[Record]`` or a polars DataFrame with those columns (plus
+      ``aggregate_only``; ``collector.store.frame``); a backend that works record by record
+      converts the DataFrame with ``collector.store.frame.to_records``.
     * The store assigns sessions: a record joins the open session of its ``session_key`` unless
       its time is more than the idle timeout past that session's last record, which ends the
       old session and opens a new one.
@@ -74,7 +78,7 @@ class Store(ABC):
         """Commit everything already accepted, then release resources."""
 
     @abstractmethod
-    async def write(self, records: list[Record]) -> WriteResult: ...
+    async def write(self, records: Batch) -> WriteResult: ...
 
     @abstractmethod
     async def sweep(self, now: float) -> SweepResult: ...

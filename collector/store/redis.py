@@ -38,6 +38,7 @@ from collector.metrics import Metrics
 from collector.record import STORED_FIELDS, Record
 from collector.settings import Settings, SettingsError, split_hostport
 from collector.store.base import Store, StoreBusy, StoreStats, SweepResult, WriteResult
+from collector.store.frame import Batch, to_records
 from collector.store.redis_lua import SCRIPTS
 from collector.timefmt import rfc3339
 
@@ -240,7 +241,8 @@ class RedisStore(Store):
 
     # ------------------------------------------------------------------ writes
 
-    async def write(self, records: list[Record]) -> WriteResult:
+    async def write(self, records: Batch) -> WriteResult:
+        records = to_records(records)
         if not records:
             return WriteResult()
         if self._writer is None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import polars as pl
 import structlog
 
 from collector.aggregates.counter import Partial
@@ -43,6 +44,8 @@ from collector.record import STORED_FIELDS, Record
 from collector.sessions import Session, SessionTable
 from collector.settings import Settings
 from collector.store.base import Store, StoreBusy, StoreStats, SweepResult, WriteResult
+from collector.store.frame import Batch, sql_columns, to_frame, to_records
+from collector.store.sessionize import assign
 from collector.timefmt import rfc3339
 
 log = structlog.get_logger("lethelog.store")
@@ -113,7 +116,7 @@ class SQLiteStore(Store):
         self.inserted = 0  # record rows written to the database file since start
         # replay mode: sid -> [(arrival number, record)] of sessions opened and not yet written
         self._hold: int | None = None
-        self._held: dict[int, list[tuple[int, Record]]] = {}
+        self._held: dict[int, list[tuple[int, tuple[Any, ...]]]] = {}
         self._held_count = 0
         self._seq = 0
 
@@ -268,52 +271,38 @@ class SQLiteStore(Store):
         for (_, _, fut), res in zip(jobs, results, strict=True):
             self._resolve(fut, res, None)
 
-    def _write_batch(self, conn: sqlite3.Connection, records: list[Record], wall: float,
+    def _write_batch(self, conn: sqlite3.Connection, batch: Batch, wall: float,
                      partial: Partial | None = None) -> WriteResult:
-        touched: dict[int, Session] = {}
-        ended: list[Session] = []
-        rows = []
-        started = 0
-        sids: list[int | None] = []  # each record's session, for the aggregates
-        held = self._held if self._hold is not None else None
-        for rec in records:
-            if rec.get("aggregate_only"):
-                sids.append(None)
-                continue  # DNT/GPC: counted in aggregates, never kept as a record
-            touch = self.table.touch(rec["session_key"], rec["time"], wall,
-                                     rec.get("source") or "local", rec.get("site") or "default")
-            s = touch.session
-            if s.records == 1:
-                started += 1
-            if touch.ended is not None:
-                ended.append(touch.ended)
-                touched.pop(touch.ended.sid, None)
-            sids.append(s.sid)
-            if held is not None:
-                mine = held.get(s.sid)
-                if mine is None and s.records == 1:  # opened in replay mode: hold its records
-                    mine = held[s.sid] = []
-                if mine is not None:
-                    self._seq += 1
-                    mine.append((self._seq, rec))  # its row is built only if it is written
-                    self._held_count += 1
-                    self._records += 1
-                    continue
-            touched[s.sid] = s
-            rows.append(_row(s.sid, rec))
-        self.aggregates.add(records, sids, partial)
-        if rows:
-            conn.executemany(_INSERT, rows)
-            self.inserted += len(rows)
-        self._records += len(rows)
-        deleted = self._delete_sessions(conn, ended)
+        df = to_frame(batch)
+        got = assign(df, self.table, wall)
+        self.aggregates.add(batch if isinstance(batch, list) else to_records(df),
+                            got.sids.to_list(), partial)
+        rows = df.select(got.sids.alias("sid"), *sql_columns(df)).filter(
+            pl.col("sid").is_not_null())
+        held = 0
+        if self._hold is not None:  # replay mode: sessions opened now are held, not written
+            self._held.update((sid, []) for sid in got.started)
+            keep = pl.col("sid").is_in(list(self._held))
+            for row in rows.filter(keep).iter_rows():
+                self._seq += 1
+                self._held[row[0]].append((self._seq, row))
+            held = rows.select(keep.sum()).item()
+            self._held_count += held
+            self._records += held
+            rows = rows.filter(~keep)
+        if rows.height:
+            conn.executemany(_INSERT, rows.iter_rows())
+            self.inserted += rows.height
+        self._records += rows.height
+        deleted = self._delete_sessions(conn, got.ended)
         conn.executemany(_UPSERT_SESSION, [
             (s.sid, s.id, s.key, s.source, s.site, s.first_log, s.last_log, s.last_wall, s.records)
-            for s in touched.values() if s.sid in self.table.by_sid
+            for s in got.touched if s.sid not in self._held
         ])
-        self.metrics.inc("lethelog_sessions_started_total", started)
-        self._count_ended(len(ended), deleted)
-        return WriteResult(stored=len(rows), sessions_ended=len(ended), records_deleted=deleted)
+        self.metrics.inc("lethelog_sessions_started_total", len(got.started))
+        self._count_ended(len(got.ended), deleted)
+        return WriteResult(stored=rows.height, sessions_ended=len(got.ended),
+                           records_deleted=deleted)
 
     def _save_clocks(self, conn: sqlite3.Connection) -> None:
         conn.executemany(
@@ -362,11 +351,11 @@ class SQLiteStore(Store):
 
     def _write_held(self, conn: sqlite3.Connection, sids: list[int]) -> int:
         """Insert the held records of ``sids`` in arrival order, and their session rows."""
-        held: list[tuple[int, int, Record]] = []
+        held: list[tuple[int, tuple[Any, ...]]] = []
         for sid in sids:
-            held.extend((seq, sid, rec) for seq, rec in self._held.pop(sid))
+            held.extend(self._held.pop(sid))
         held.sort(key=_first)
-        conn.executemany(_INSERT, [_row(sid, rec) for _, sid, rec in held])
+        conn.executemany(_INSERT, [row for _, row in held])
         by_sid = self.table.by_sid
         conn.executemany(_UPSERT_SESSION, [
             (s.sid, s.id, s.key, s.source, s.site, s.first_log, s.last_log, s.last_wall, s.records)
@@ -444,10 +433,11 @@ class SQLiteStore(Store):
 
     # ------------------------------------------------------------------ public API
 
-    async def write(self, records: list[Record], partial: Partial | None = None) -> WriteResult:
-        """``partial``: ``collector.aggregates.counter.partial_counts`` of ``records``, counted
+    async def write(self, records: Batch, partial: Partial | None = None) -> WriteResult:
+        """``records``: a list of records or a DataFrame (``collector.store.frame``).
+        ``partial``: ``collector.aggregates.counter.partial_counts`` of ``records``, counted
         before the writer (by ``lethelog import``'s workers); None: the writer counts it all."""
-        if not records:
+        if len(records) == 0:
             return WriteResult()
         return await asyncio.shield(self._submit("write", (records, partial), bounded=True))
 
@@ -497,32 +487,6 @@ class SQLiteStore(Store):
                           extra={"path": str(self.path)})
 
 
-_LANGUAGES = COLUMNS.index("languages") + 1  # positions in a row, after sid
-_BOOL_AT = tuple(COLUMNS.index(b) + 1 for b in sorted(_BOOL))
-
-
-def _row(sid: int, rec: Record) -> list[Any]:
-    """The INSERT parameters of one record: ``_col`` of every column, without a call each."""
-    row = [sid, *map(rec.get, COLUMNS)]
-    langs = row[_LANGUAGES]
-    if langs is not None:
-        row[_LANGUAGES] = orjson.dumps(langs).decode()
-    for i in _BOOL_AT:  # sqlite3 stores True/False as 1/0 already; anything else is coerced
-        v = row[i]
-        if v is not None and v.__class__ is not bool:
-            row[i] = 1 if v else 0
-    return row
-
-
-def _col(rec: Record, name: str) -> Any:
-    v = rec.get(name)
-    if name == "languages" and v is not None:
-        return orjson.dumps(v).decode()
-    if name in _BOOL and v is not None:
-        return 1 if v else 0
-    return v
-
-
 def row_to_record(row: tuple[Any, ...]) -> Record:
     rec: Record = dict(zip(COLUMNS, row, strict=False))
     rec["session"] = row[len(COLUMNS)]
@@ -535,7 +499,7 @@ def row_to_record(row: tuple[Any, ...]) -> Record:
     return rec
 
 
-def _first(item: tuple[int, int, Record]) -> int:
+def _first(item: tuple[int, tuple[Any, ...]]) -> int:
     return item[0]
 
 
