@@ -54,7 +54,7 @@ def assign(df: pl.DataFrame, table: SessionTable, wall: float) -> Assigned:
         "o_last": [s.last_log for s in open_], "o_site": [s.site for s in open_],
     }, schema={"key": pl.String, "o_sid": pl.Int64, "o_last": pl.Float64,
                "o_site": pl.String})
-    sites = rows["site"].unique().to_list()
+    sites = {*rows["site"].unique().to_list(), *(s.site for s in open_)}
     timeouts = {s: float(table.site_timeouts.get(s, table.idle_timeout)) for s in sites}
     rows = rows.join(known, on="key", how="left", maintain_order="left").with_columns(
         pl.col("site").replace_strict(timeouts, return_dtype=pl.Float64).alias("timeout"),
