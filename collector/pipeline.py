@@ -29,6 +29,7 @@ from masking.consent import consent_flags
 from masking.ip import AddressError, IPMasker
 from masking.language import parse_accept_language
 from masking.session import session_key
+from masking.textaddr import TextMasker
 from masking.url import UrlScrubber, path_template
 
 log = structlog.get_logger("lethelog.pipeline")
@@ -154,17 +155,51 @@ class MaskClient:
 
 
 class ScrubUrl:
-    """Secrets out of the target and the referrer; a template of the path for grouping."""
+    """Secrets and addresses out of the target and the referrer; a template of the path for
+    grouping. ``scrubber`` serves every site without a scrubber of its own in ``per_site``
+    (a site with its own keep bits masks addresses in URLs with them)."""
 
-    def __init__(self, scrubber: UrlScrubber) -> None:
+    def __init__(self, scrubber: UrlScrubber, per_site: dict[str, UrlScrubber] | None = None
+                 ) -> None:
         self.scrubber = scrubber
+        self.per_site = per_site or {}
 
     def __call__(self, rec: Record) -> Record:
-        path, query = self.scrubber.target(rec.get("target"))
+        scrubber = self.per_site.get(rec.get("site") or "", self.scrubber)
+        path, query = scrubber.target(rec.get("target"))
         rec["path"] = path
         rec["query"] = query
         rec["path_template"] = path_template(path)
-        rec["referrer"] = self.scrubber.referrer(rec.get("referrer"))
+        rec["referrer"] = scrubber.referrer(rec.get("referrer"))
+        return rec
+
+
+class MaskContent:
+    """Addresses out of every other stored text a client chose: ``host`` (read as a host: any
+    ``inet_aton`` form), and ``method``, ``protocol`` and the User-Agent-derived fields (an
+    Android agent's device model, a browser family captured from free text) as text. Masked
+    with the record's site's keep bits (``masking.textaddr``)."""
+
+    HOST = "host"
+    TEXT = ("method", "protocol", "device", "browser", "browser_version", "os", "os_version",
+            "language", "timezone")
+
+    def __init__(self, default: TextMasker, per_site: dict[str, TextMasker]) -> None:
+        self.default = default
+        self.per_site = per_site
+
+    def __call__(self, rec: Record) -> Record:
+        masker = self.per_site.get(rec.get("site") or "", self.default)
+        host = rec.get(self.HOST)
+        if host:
+            rec[self.HOST] = masker.host(str(host))
+        for name in self.TEXT:
+            value = rec.get(name)
+            if value and value.__class__ is str:
+                rec[name] = masker.text(value)
+        langs = rec.get("languages")
+        if langs:
+            rec["languages"] = [masker.text(v) if isinstance(v, str) else v for v in langs]
         return rec
 
 
@@ -215,17 +250,30 @@ class Shape:
         return out
 
 
+def _text_maskers(settings: Settings) -> tuple[TextMasker, dict[str, TextMasker]]:
+    m = settings.masking
+    default = TextMasker(IPMasker(m.ipv4_keep_bits, m.ipv6_keep_bits).mask_packed)
+    per_site = {site.name: TextMasker(IPMasker(settings.for_site(site.name, "ipv4_keep_bits"),
+                                               settings.for_site(site.name, "ipv6_keep_bits"))
+                                      .mask_packed) for site in settings.sites}
+    return default, per_site
+
+
 def build_steps(settings: Settings, keyring: KeyRing, geo: GeoEnricher, ua: UAEnricher,
                 source: str) -> list[Step]:
+    text_default, text_sites = _text_maskers(settings)
+    secret = settings.masking.secret_params
     return [
         CheckTime(settings.sessions.max_clock_skew),
         ResolveSite(settings),
         Consent(settings),
         MaskClient(settings, keyring),
-        ScrubUrl(UrlScrubber(settings.masking.secret_params)),
+        ScrubUrl(UrlScrubber(secret, text_default),
+                 {name: UrlScrubber(secret, t) for name, t in text_sites.items()}),
         EnrichGeo(geo),
         EnrichAgent(ua),
         Language(),
+        MaskContent(text_default, text_sites),
         Shape(source),
     ]
 

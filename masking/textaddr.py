@@ -225,6 +225,18 @@ class TextMasker:
         """A host as a whole: an address (any form, port kept) becomes its masked form."""
         return self._host(host)
 
+    def url(self, text: str) -> str:
+        """A URL's host read as a host (any ``inet_aton`` form), the rest as text."""
+        scheme, sep, rest = text.partition("://")
+        if not sep:
+            return self._text(text)
+        cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0),
+                  default=len(rest))
+        authority = rest[:cut]
+        user, at, host = authority.rpartition("@")
+        return (self._text(scheme) + sep + (self._text(user) + at if at else "")
+                + self._host(host) + self._text(rest[cut:]))
+
     def _text(self, text: str) -> str:
         spans = find_addresses(text)
         if not spans:

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from urllib.parse import quote, unquote, unquote_plus
 
+from masking.textaddr import TextMasker
+
 __all__ = ["DEFAULT_SECRET_PARAMS", "REDACTED", "UrlScrubber", "path_template", "scrub_text"]
 
 REDACTED = "[redacted]"
@@ -106,10 +108,21 @@ def _decode(text: str, plus: bool = False) -> str:
     return (unquote_plus if plus else unquote)(text, errors="replace")
 
 
-class UrlScrubber:
-    """Scrubs request targets and referrers; ``extra_params`` adds secret parameter names."""
+# Query parameters whose value is read as a host (so ``?ip=3405803859`` is an address too).
+_ADDRESS_PARAM = re.compile(r"(?i)(?:^|[^a-z])(?:ip|ipv4|ipv6|addr|address|host|hostname|client|"
+                            r"remote|peer|forwarded|xff|src|dst|source|origin|server|gw|gateway)"
+                            r"(?:$|[^a-z])|ip$|addr$|^ip|^addr")
 
-    def __init__(self, extra_params: Iterable[str] = ()) -> None:
+
+class UrlScrubber:
+    """Scrubs request targets and referrers; ``extra_params`` adds secret parameter names.
+
+    ``addresses``: masks every IP address written in the path, the query (names and values) and
+    the referrer's host and path (``masking.textaddr``), after percent-decoding."""
+
+    def __init__(self, extra_params: Iterable[str] = (),
+                 addresses: TextMasker | None = None) -> None:
+        self._addr = addresses
         extra = {p.strip().lower() for p in extra_params if p.strip()}
         self._names = DEFAULT_SECRET_PARAMS | extra
         self._parts = _SECRET_PARTS | {p for p in extra if _SPLIT_NAME.sub("", p) == p}
@@ -191,13 +204,18 @@ class UrlScrubber:
             rest = text[scheme_at + 3 :]
             slash = rest.find("/")
             authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
-            host = authority.rpartition("@")[2].lower()
+            host = self._host(authority.rpartition("@")[2].lower())
             return f"{scheme}://{host}{self._path(path) if path else '/'}"
         # No scheme (e.g. "www.example.com/x"): keep host and path, drop userinfo.
         slash = text.find("/")
         authority, path = (text, "") if slash < 0 else (text[:slash], text[slash:])
-        host = authority.rpartition("@")[2].lower()
+        host = self._host(authority.rpartition("@")[2].lower())
         return host + (self._path(path) if path else "")
+
+    def _host(self, host: str) -> str:
+        if self._addr is None:
+            return host
+        return self._addr.host(_decode(host) if "%" in host else host)
 
     def _path(self, path: str) -> str:
         if not path:
@@ -210,7 +228,8 @@ class UrlScrubber:
                 out.append(segment)
                 previous = ""
                 continue
-            decoded = _decode(segment)
+            original = _decode(segment)
+            decoded = original if self._addr is None else self._addr.text(original)
             shape = _shape(decoded)
             if shape is not None:
                 out.append(shape)
@@ -220,7 +239,7 @@ class UrlScrubber:
                 scrubbed = scrub_text(decoded)
                 if ";" in scrubbed or "=" in scrubbed:
                     scrubbed = self._inner(scrubbed)
-                out.append(segment if scrubbed == decoded else _encode_segment(scrubbed))
+                out.append(segment if scrubbed == original else _encode_segment(scrubbed))
             previous = decoded.lower()
         return "/".join(out)
 
@@ -235,6 +254,11 @@ class UrlScrubber:
                 continue
             key, eq, value = pair.partition("=")
             dkey = _decode(key, plus=True)
+            if self._addr is not None:
+                masked_key = self._addr.text(dkey)
+                if masked_key != dkey:
+                    key, dkey = quote(masked_key, safe=":/@[],"), masked_key
+                    pair = key + eq + value
             if self.is_secret_name(dkey):
                 out.append(f"{key}={REDACTED}" if eq else REDACTED)
                 continue
@@ -245,7 +269,11 @@ class UrlScrubber:
             if not eq:
                 out.append(pair)
                 continue
-            dvalue = _decode(value, plus=True)
+            original = _decode(value, plus=True)
+            dvalue = original
+            if self._addr is not None:
+                dvalue = (self._addr.host(dvalue) if _ADDRESS_PARAM.search(dkey)
+                          else self._addr.text(dvalue))
             shape = _shape(dvalue)
             if shape is not None:
                 out.append(f"{key}=[{shape[1:]}]")
@@ -253,7 +281,7 @@ class UrlScrubber:
             scrubbed = scrub_text(dvalue)
             if "=" in scrubbed:
                 scrubbed = self._inner(scrubbed)
-            out.append(pair if scrubbed == dvalue else f"{key}={quote(scrubbed, safe=':/@[],')}")
+            out.append(pair if scrubbed == original else f"{key}={quote(scrubbed, safe=':/@[],')}")
         return "&".join(out)
 
     def _inner(self, text: str) -> str:
