@@ -290,10 +290,14 @@ class Aggregator:
                 sessions, _ = self.rare.get((site, path), (set(), int(t // 60) * 60))
                 sessions.add(sid)
                 self.rare[(site, path)] = (sessions, int(t // 60) * 60)
-            groups.update(vals)
+            # A path named now may have been counted as "other" when this record came (before
+            # k sessions used it): remember both, so a restart never counts a session twice
+            # (the figures stay a lower bound; tests/agg_reference.py checks it).
+            counted = [*vals, ("path_template", RARE)] if path else vals
+            groups.update(counted)
             minute = int(t // 60) * 60
             if minute > self.site_newest.get(site, 0) - ACTIVE_WINDOW * 60:
-                self.active.setdefault(minute, {}).setdefault((sid, site), set()).update(vals)
+                self.active.setdefault(minute, {}).setdefault((sid, site), set()).update(counted)
                 for dim, value in vals:
                     if 400 <= status < 500 and dim in PATH_DIMS and rec.get("path_template"):
                         self.paths.setdefault(minute, {}).setdefault(
