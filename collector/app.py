@@ -28,6 +28,7 @@ from collector.appkeys import (
 )
 from collector.audit import audit_ctx
 from collector.auth import TOKENS, TokenBook, auth_middleware
+from collector.browser import browser_guard
 from collector.dashboard import add_routes as add_dashboard_routes
 from collector.dashboard import cookie_middleware
 from collector.detect import DetectorRunner
@@ -134,7 +135,7 @@ async def detector_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[cookie_middleware, auth_middleware],
+        middlewares=[browser_guard, cookie_middleware, auth_middleware],
         client_max_size=settings.ingest.max_body_size,
         # an idle keep-alive connection, or one whose request headers are not complete
         # within this, is closed (slow clients can't hold a connection open)

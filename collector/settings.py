@@ -211,6 +211,9 @@ class IngestSettings:
                                "duration", min=0.01)
     keepalive_timeout: float = _opt(15.0, "Idle connection (or unfinished headers) closed after.",
                                     "duration", min=0.01)
+    parse_timeout: float = _opt(20.0, "A request body must be parsed (off the event loop) "
+                                "within this, else 503 and nothing stored.", "duration",
+                                min=0.01)
 
 
 @dataclass(frozen=True)

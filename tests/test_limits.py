@@ -143,9 +143,9 @@ async def trickle(port: int, head: bytes, total: int) -> tuple[float, bytes]:
 
 
 def test_one_byte_a_second_is_cut_off_while_others_are_served(svc: ServiceProcess) -> None:
-    body_head = (b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+    body_head = (b"POST /v1/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
                  b"Content-Length: 1000\r\n\r\n")
-    header_head = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nX-Slow: "
+    header_head = b"POST /v1/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
     async def run() -> None:
         slow_body = asyncio.create_task(trickle(svc.port, body_head, 30))

@@ -60,6 +60,10 @@ async def get_query(request: web.Request) -> web.Response:
     except QueryError as exc:
         audit(request, endpoint=ENDPOINT, query=text, rows=0, outcome="rejected")
         return _bad(exc.to_json(text))
+    except (ValueError, OverflowError, RecursionError) as exc:  # a parser slip: still a 400
+        audit(request, endpoint=ENDPOINT, query=text, rows=0, outcome="rejected")
+        log.warning("query_unparsed", error=type(exc).__name__)
+        return _bad({"error": f"query could not be read ({type(exc).__name__})"})
     k = _k(request)
     store = request.app[STORE]
     if not hasattr(store, "read"):
@@ -77,6 +81,9 @@ async def get_query(request: web.Request) -> web.Response:
     except QueryTimeout as exc:
         audit(request, endpoint=ENDPOINT, query=text, rows=0, outcome="timeout")
         return _bad({"error": str(exc), "timeout_seconds": exc.timeout}, 503)
+    except (OverflowError, RecursionError) as exc:  # a value SQLite cannot bind, deep nesting
+        audit(request, endpoint=ENDPOINT, query=text, rows=0, outcome="rejected")
+        return _bad({"error": f"query could not run ({type(exc).__name__})"})
     except sqlite3.Error as exc:  # e.g. a limit of SQLite's; its messages hold no data
         audit(request, endpoint=ENDPOINT, query=text, rows=0, outcome="error")
         log.warning("query_failed", error=type(exc).__name__, detail=str(exc)[:200])

@@ -14,6 +14,10 @@ __all__ = ["JsonLineParser", "LineParser", "RegexParser", "W3CParser", "diagnose
 
 Record = dict[str, Any]
 _Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field with backslash escapes
+# Lines longer than this are matched only by a parser's linear-time pattern: a pattern that can
+# backtrack (the lazy CLF prefix) is tried on short lines only, so no line costs more than
+# linear time (a 64 KiB line of "- - [" would otherwise take minutes).
+BACKTRACK_MAX = 512
 
 
 class LineParser:
@@ -70,14 +74,20 @@ class RegexParser(LineParser):
         pattern: str,
         post: Callable[[dict[str, Any]], None] | None = None,
         validate_client: bool = True,
+        fallback: str | None = None,
     ) -> None:
         self.name = name
         self.regex = re.compile(pattern)
         self.post = post
         self.validate_client = validate_client
+        # a pattern that may backtrack, tried only on lines of at most BACKTRACK_MAX characters
+        # that the linear pattern refused (same fields, rarer layouts)
+        self.fallback = re.compile(fallback) if fallback is not None else None
 
     def parse(self, line: str) -> Record:
         m = self.regex.match(line)
+        if m is None and self.fallback is not None and len(line) <= BACKTRACK_MAX:
+            m = self.fallback.match(line)
         if m is None:
             raise ParseError(f"line does not match the {self.name} format: {diagnose(line)}")
         g = m.groupdict()
@@ -143,9 +153,28 @@ _CLF_HEAD = (
 )
 _REF_UA = rf" {_Q.replace('(', '(?P<referrer>', 1)} {_Q.replace('(', '(?P<user_agent>', 1)}"
 
-COMMON = RegexParser("common", _CLF_HEAD + r"\s*$", _clf_post)
-COMBINED = RegexParser("combined", _CLF_HEAD + rf"(?:{_REF_UA})?(?P<tail>.*)$", _clf_post)
-VHOST_COMBINED = RegexParser(
+
+
+def _linear(pattern: str) -> str:
+    """The CLF-family pattern in a form that cannot backtrack beyond linear time: the prefix
+    before ``ident user [time]`` holds no ``[`` (so the time field is the first ``[``), and the
+    fields before and inside the quotes are possessive. Lines it refuses are tried with the
+    original pattern when short (``BACKTRACK_MAX``)."""
+    out = pattern.replace("(?P<prefix>.*?)", r"(?P<prefix>[^\[]*?)", 1)
+    out = out.replace(r"(?P<ident>\S+) (?P<user>\S+) \[(?P<time_clf>[^\]]+)\]",
+                      r"(?P<ident>\S++) (?P<user>\S++) \[(?P<time_clf>[^\]]++)\]", 1)
+    out = out.replace(r'[^"\\]*(?:\\.[^"\\]*)*', r'[^"\\]*+(?:\\.[^"\\]*+)*+')
+    assert out != pattern
+    return out
+
+
+def _clf(name: str, pattern: str, post: Callable[[dict[str, Any]], None]) -> RegexParser:
+    return RegexParser(name, _linear(pattern), post, fallback=pattern)
+
+
+COMMON = _clf("common", _CLF_HEAD + r"\s*$", _clf_post)
+COMBINED = _clf("combined", _CLF_HEAD + rf"(?:{_REF_UA})?(?P<tail>.*)$", _clf_post)
+VHOST_COMBINED = _clf(
     "vhost_combined",
     r"^(?P<host>[^\s\"]+) " + _CLF_HEAD[1:] + rf"(?:{_REF_UA})?(?P<tail>.*)$",
     _clf_post,
@@ -157,7 +186,7 @@ def _traefik_post(g: dict[str, Any]) -> None:
     g.pop("tail", None)
 
 
-TRAEFIK_CLF = RegexParser(
+TRAEFIK_CLF = _clf(
     "traefik_clf",
     _CLF_HEAD + _REF_UA + r' (?P<count>\d+) "(?P<frontend>[^"]*)" "(?P<backend>[^"]*)" '
     r"(?P<request_time_ms>\d+)ms\s*$",
@@ -180,7 +209,7 @@ def _ingress_post(g: dict[str, Any]) -> None:
             raise ParseError("upstream_addr holds an address that is not IP:port") from None
 
 
-INGRESS_NGINX = RegexParser(
+INGRESS_NGINX = _clf(
     "ingress_nginx",
     _CLF_HEAD + _REF_UA + r" (?P<request_length>\d+|-) (?P<request_time>[\d.]+|-) "
     r"\[(?P<upstream_name>[^\]]*)\] \[(?P<alt_upstream>[^\]]*)\] "

@@ -24,6 +24,7 @@ at ``"x"``, not a query that silently matches nothing.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from collector.query import ast
@@ -250,12 +251,15 @@ class _Parser:
         if kind in NUMERIC:
             if tok.kind != NUMBER:
                 raise self.fail(f"a number ({name} is a number)", tok)
+            number = float(tok.text)
+            if not math.isfinite(number):  # 1e309 overflows to infinity
+                raise self.fail(f"a finite number ({name} is a number)", tok,
+                                "number out of range")
             if kind == INT:  # 500, 5e2
-                number = float(tok.text)
-                if number != int(number) or abs(number) > 2**62:
+                if abs(number) > 2**62 or number != int(number):
                     raise self.fail(f"an integer ({name} is an integer)", tok)
                 return int(number)
-            return float(tok.text)
+            return number
         if kind == REAL:  # pragma: no cover - covered by NUMERIC
             return float(tok.text)
         if kind == TIME:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from itertools import islice
 from typing import Any
 
 import orjson
@@ -15,6 +14,7 @@ from collector.appkeys import METRICS, PIPELINE, SETTINGS, STORE
 from collector.auth import PRINCIPAL, requires
 from collector.pipeline import BatchResult
 from collector.sources.body import BodyError, read_body
+from collector.sources.offloop import ParseTimeout, take
 from collector.store import StoreBusy
 
 log = structlog.get_logger("lethelog.ingest")
@@ -66,12 +66,14 @@ async def post_logs(request: web.Request) -> web.Response:
         fmt = None
     pipeline = request.app[PIPELINE]
     result = BatchResult()
+    # parsing runs off the event loop, chunk by chunk, within ingest.parse_timeout
+    deadline = asyncio.get_running_loop().time() + settings.ingest.parse_timeout
     try:
         items = read_body(data, request.headers.get("Content-Type", "text/plain"), fmt,
                           settings.ingest.max_line_length)
         limit = settings.ingest.max_records_per_request
         while True:
-            chunk = list(islice(items, CHUNK))
+            chunk = await take(items, CHUNK, deadline)
             if not chunk:
                 break
             part = pipeline.process(chunk, source=principal.name, sites=principal.sites)
@@ -86,6 +88,11 @@ async def post_logs(request: web.Request) -> web.Response:
     except BodyError as exc:
         metrics.inc("lethelog_requests_refused_total", reason="body")
         return refuse(exc.status, str(exc))
+    except ParseTimeout:
+        metrics.inc("lethelog_requests_refused_total", reason="parse_timeout")
+        return refuse(503, f"body not parsed within {settings.ingest.parse_timeout:g}s "
+                           "(ingest.parse_timeout; service busy): nothing stored, retry later",
+                      {"Retry-After": "5"})
     try:
         await request.app[STORE].write(result.records)
     except StoreBusy as exc:
