@@ -139,6 +139,16 @@ class StoreSettings:
                               "exists.", "int", min=1, max=16384)
     redis_timeout: float = _opt(5.0, "Redis connect and command timeout; a slower write is "
                                 "answered 503.", "duration", min=0.01)
+    redis_tls: bool = _opt(False, "Connect to the Redis nodes over TLS (their tls-port).", "bool")
+    redis_tls_ca: Path | None = _opt(None, "PEM CA bundle the nodes' certificates must chain to "
+                                     "(unset: the system's CAs).", "path")
+    redis_tls_cert: Path | None = _opt(None, "PEM client certificate for Redis "
+                                       "(tls-auth-clients); with redis_tls_key.", "path")
+    redis_tls_key: Path | None = _opt(None, "PEM private key for store.redis_tls_cert.", "path")
+    redis_tls_verify: str = _opt("full", "Check the nodes' certificates: full (chain and the "
+                                 "node's address or name), chain (chain only, for nodes that "
+                                 "announce addresses their certificates do not name), none.",
+                                 "choice", choices=("full", "chain", "none"))
 
 
 @dataclass(frozen=True)
@@ -753,6 +763,17 @@ def _check_store(st: StoreSettings) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", st.redis_prefix):
         raise SettingsError(f"store.redis_prefix: expected letters, digits, _.:- (1-64), "
                             f"got {st.redis_prefix!r}")
+    if (st.redis_tls_cert is None) != (st.redis_tls_key is None):
+        raise SettingsError("store.redis_tls_cert: redis_tls_cert and redis_tls_key must be set "
+                            "together")
+    for name in ("redis_tls_ca", "redis_tls_cert", "redis_tls_key"):
+        value = getattr(st, name)
+        if value is None:
+            continue
+        if not st.redis_tls:
+            raise SettingsError(f"store.{name}: set store.redis_tls = true to use it")
+        if not Path(value).is_file():
+            raise SettingsError(f"store.{name}: file {str(value)!r} does not exist")
     if st.backend == "redis" and not st.redis_nodes:
         raise SettingsError("store.redis_nodes: the redis backend needs at least one HOST:PORT")
     for node in st.redis_nodes:

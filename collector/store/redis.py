@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import re
 import secrets
+import ssl
 import time
 import zlib
 from collections import defaultdict
@@ -84,6 +86,20 @@ class ClusterUnreachable(web.HTTPServiceUnavailable):
                                            ).decode(), content_type="application/json")
 
 
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    """redis-py's TLS keywords for ``store.redis_tls*`` (nothing when TLS is off)."""
+    st = settings.store
+    if not st.redis_tls:
+        return {}
+    return {"ssl": True,
+            "ssl_ca_certs": str(st.redis_tls_ca) if st.redis_tls_ca else None,
+            "ssl_certfile": str(st.redis_tls_cert) if st.redis_tls_cert else None,
+            "ssl_keyfile": str(st.redis_tls_key) if st.redis_tls_key else None,
+            "ssl_cert_reqs": "none" if st.redis_tls_verify == "none" else "required",
+            "ssl_check_hostname": st.redis_tls_verify == "full",
+            "ssl_min_version": ssl.TLSVersion.TLSv1_2}
+
+
 def connect(settings: Settings) -> RedisCluster:
     """A cluster client for ``store.redis_nodes`` (not yet connected)."""
     st = settings.store
@@ -91,21 +107,60 @@ def connect(settings: Settings) -> RedisCluster:
     password = st.redis_password.reveal() if st.redis_password else None
     return RedisCluster(startup_nodes=nodes, username=st.redis_username or None,
                         password=password, socket_timeout=st.redis_timeout,
-                        socket_connect_timeout=st.redis_timeout, require_full_coverage=True)
+                        socket_connect_timeout=st.redis_timeout, require_full_coverage=True,
+                        **_tls_options(settings))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out = [exc]
+    while (nxt := out[-1].__cause__ or out[-1].__context__) is not None and len(out) < 8:
+        out.append(nxt)
+    return out
+
+
+def _why(settings: Settings, exc: BaseException) -> str:
+    """One line for a failed start-up: which setting to look at, and what Redis said."""
+    st = settings.store
+    chain = _chain(exc)
+    text = f"{type(exc).__name__}: {exc}"
+    every = " ".join(f"{type(e).__name__}: {e}" for e in chain)
+    where = ", ".join(st.redis_nodes)
+    user = repr(st.redis_username) if st.redis_username else "the default user"
+    if any(isinstance(e, rexc.AuthenticationError) for e in chain) or any(
+            w in every for w in ("WRONGPASS", "NOAUTH", "invalid username-password")):
+        return (f"store.redis_password: the Redis Cluster at {where} refused the credentials of "
+                f"{user} (wrong user name or password, or the user is disabled)")
+    if any(isinstance(e, rexc.NoPermissionError) for e in chain) or "NOPERM" in every:
+        return (f"store.redis_username: {user} may not run what lethelog needs under the key "
+                f"prefix {st.redis_prefix!r} (docs/scale-out.md lists the ACL): {exc}")
+    verify = re.search(r"certificate verify failed: [^()\]'\"]*", every)
+    if verify is not None:
+        ca = str(st.redis_tls_ca) if st.redis_tls_ca else "the system CAs"
+        return (f"store.redis_tls_ca: the certificate of the Redis Cluster at {where} does not "
+                f"verify against {ca} (redis_tls_verify = {st.redis_tls_verify!r}): "
+                f"{verify.group(0).strip()}")
+    if st.redis_tls and any(w in every for w in ("SSL", "TLS", "EOF occurred", "reset by peer")):
+        return (f"store.redis_tls: the TLS handshake with the Redis Cluster at {where} failed "
+                f"(a client certificate needed, or the nodes do not speak TLS on these ports): "
+                f"{text}")
+    hint = (" (do the nodes expect TLS? store.redis_tls)"
+            if not st.redis_tls and "reset by peer" in every else "")
+    return f"store.redis_nodes: cannot use the Redis Cluster at {where}: {text}{hint}"
 
 
 async def connected(settings: Settings) -> RedisCluster:
-    """Connect, or stop start-up with one line naming the setting (never a traceback)."""
+    """Connect, or stop start-up with one line naming the setting (never a traceback).
+
+    Besides the slot map, one read under the key prefix proves the credentials, the certificate
+    and the ACL's key pattern before anything else runs."""
     client = connect(settings)
     try:
         await client.initialize()
+        await client.hget(f"{settings.store.redis_prefix}:{{meta}}", "buckets")
     except Exception as exc:
         with contextlib.suppress(Exception):
             await client.aclose()
-        raise SettingsError(
-            f"store.redis_nodes: cannot use the Redis Cluster at "
-            f"{', '.join(settings.store.redis_nodes)}: {type(exc).__name__}: {exc}"[:400]
-        ) from None
+        raise SettingsError(" ".join(_why(settings, exc).split())[:500]) from None
     return client
 
 
