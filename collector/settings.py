@@ -306,6 +306,9 @@ class DetectSettings:
                              min=0.0, max=1.0)
     error_factor: float = _opt(3.0, "5xx spike: and at least this many times the baseline share.",
                                "float", min=1.0)
+    error_path_rate: float = _opt(0.3, "5xx on one path template: at least this share of the "
+                                  "path's requests over 3 minutes (and error_min 5xx, "
+                                  "error_factor x its baseline).", "float", min=0.0, max=1.0)
     scan_min_paths: int = _opt(15, "Scan: distinct 4xx path templates from one network or ASN "
                                "within scan_window.", "int", min=2)
     scan_min_targets: int = _opt(30, "Scan: or distinct 4xx targets (request paths) from one "

@@ -89,6 +89,36 @@ async def test_dashboard_shows_what_the_api_says(tmp_path: Path) -> None:
         await page.wait("document.getElementById('live').classList.contains('on')")
         await page.screenshot(ARTIFACTS / "dashboard-laptop.png")
 
+        # Findings people can read: a sentence with the numbers, not JSON (issue 14).
+        listed = (await api(client, tok["sec"], "/v1/anomalies"))["anomalies"]
+        scan = next(a for a in listed if a["kind"] == "scan" and "network" in a["dimensions"])
+        sentence = await page.eval(
+            f"document.querySelector('#anomalies li[data-id=\"{scan['id']}\"] .ev').textContent")
+        peak = scan["peak"]
+        assert sentence.startswith(
+            f"{peak['requests']} requests from 198.51.100.0/24 in {peak['window_minutes']} min, "
+            f"100 % 404, {peak['distinct_4xx_targets']} distinct targets"), sentence
+        assert "{" not in await page.eval("document.getElementById('anomalies').textContent")
+        # Clicking it narrows the charts and top lists to its minutes (5 minutes either side).
+        await page.eval(
+            f"document.querySelector('#anomalies li[data-id=\"{scan['id']}\"]').click(); true")
+        lo, hi = scan["start_epoch"] - 300, scan["end_epoch"] + 300
+        narrowed = (await api(client, tok["sec"], f"/v1/aggregates?start={lo}&end={hi}"))[
+            "rows"][0]["requests"]
+        assert narrowed < total
+        await page.wait("Number(document.getElementById('kpi-requests').dataset.value) === "
+                        f"{narrowed}")
+        assert await page.eval("document.querySelectorAll('#chart rect.band').length") == 1
+        assert await page.eval("document.getElementById('preset').value") == "custom"
+        widths = await page.eval(
+            "[...document.querySelectorAll('#top-country .bar')].map(b => b.style.width)")
+        assert widths[0] == "100%" and len(widths) >= 2, "bars are scaled to the largest row"
+        await page.screenshot(ARTIFACTS / "dashboard-anomaly.png")
+        await page.eval("const p = document.getElementById('preset'); p.value = 'all';"
+                        "p.dispatchEvent(new Event('change')); true")
+        await page.wait("Number(document.getElementById('kpi-requests').dataset.value) === "
+                        f"{total}")
+
         # Live: a new minute of traffic shows up without reloading the page.
         more = [rec(f"175.16.199.{i}", T0 + 21 * 60 + i, path="/") for i in range(25)]
         await ship(client, more, {"Authorization": f"Bearer {tok['ship']}"})

@@ -242,7 +242,7 @@ class Aggregator:
 
     def flush(self, conn: sqlite3.Connection, wall: float) -> int:
         """Upsert the pending minute rows (inside the caller's transaction)."""
-        _add_targets(self.pending, self.targets.drain())
+        add_targets(self.pending, self.targets.drain())
         if not self.pending:
             return 0
         rows = [(m, 60, site, dim, value, *vals, wall)
@@ -304,7 +304,7 @@ class Aggregator:
                             (site, dim, value), set()).add(rec["path_template"])
 
 
-def _add_targets(pending: dict[Key, list[float]], deltas: dict[Key, int]) -> None:
+def add_targets(pending: dict[Key, list[float]], deltas: dict[Key, int]) -> None:
     for key, n in deltas.items():
         row = pending.get(key)
         if row is None:

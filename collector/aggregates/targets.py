@@ -44,6 +44,7 @@ class TargetCounter:
         self.sketches: dict[Key, HyperLogLog] = {}
         self.written: dict[Key, int] = {}  # what the store's rows already hold
         self.touched: set[Key] = set()
+        self.added: dict[Key, int] = {}  # 4xx records per sketch: the estimate never exceeds it
         self.site_newest: dict[str, int] = {}
 
     def add_rows(self, rows: Iterable[Row]) -> None:
@@ -63,6 +64,7 @@ class TargetCounter:
                 if sk is None:
                     sk = self.sketches[key] = HyperLogLog(self.key, self.p)
                 sk.add(target)
+                self.added[key] = self.added.get(key, 0) + 1
                 self.touched.add(key)
 
     def add_records(self, records: Sequence[Record], v4: int, v6: int) -> None:
@@ -72,7 +74,7 @@ class TargetCounter:
         """Increments of ``targets_4xx`` since the last drain, then forget old minutes."""
         out: dict[Key, int] = {}
         for key in self.touched:
-            est = len(self.sketches[key])
+            est = min(len(self.sketches[key]), self.added[key])
             delta = est - self.written.get(key, 0)
             if delta > 0:
                 out[key] = delta
@@ -82,12 +84,14 @@ class TargetCounter:
         for k in old:
             del self.sketches[k]
             self.written.pop(k, None)
+            self.added.pop(k, None)
         return out
 
     def rebuild(self, conn: sqlite3.Connection, v4: int, v6: int) -> None:
         """After a start or a rollback: the recent minutes' sketches from the stored records,
         taken as already written (their rows committed with them)."""
         self.sketches, self.written, self.touched, self.site_newest = {}, {}, set(), {}
+        self.added = {}
         have = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
         cols = ", ".join(c if c in have else "NULL" for c in ("ip", "asn", "path"))
         newest = dict(conn.execute("SELECT site, max(time) FROM records GROUP BY site"))

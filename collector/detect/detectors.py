@@ -6,6 +6,7 @@ tracker turns findings into anomalies that open and close. Rules in docs/detecti
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,12 +37,23 @@ def _top(rows: dict[str, Counts], key: Any, n: int = 3) -> list[dict[str, Any]]:
 
 
 class Volume:
-    """traffic_spike / traffic_drop: the minute's requests against the seasonal forecast."""
+    """traffic_spike / traffic_drop: the minute's requests against the seasonal forecast.
+
+    A spike needs ``spike_min_requests`` in the minute, or in its last ``SUSTAIN`` minutes when
+    each of them is past the ratio and z thresholds (a small site's flash crowd). A drop is
+    judged over the current run of minutes each at most ``drop_ratio`` of its forecast: the
+    run's expected requests ≥ ``drop_min_baseline``, its requests ≤ ``drop_ratio`` of that,
+    ``drop_z`` sigmas below it (a single minute on a big site; several on a small site's
+    outage)."""
+
+    SUSTAIN = 3
 
     def __init__(self, cfg: DetectSettings) -> None:
         self.cfg = cfg
         self.base = SeasonalBaseline(cfg.baseline_halflife, cfg.season_halflife)
         self.warm = int(cfg.warmup // 60)
+        self.high: deque[float] = deque(maxlen=self.SUSTAIN)  # the run of spike minutes
+        self.low = [0, 0.0, 0.0, 0.0]  # run of low minutes: minutes, requests, expected, var
 
     def __call__(self, m: Minute) -> list[Finding]:
         c = self.cfg
@@ -50,13 +62,35 @@ class Volume:
         out: list[Finding] = []
         if self.base.n >= self.warm and self.base.level is not None:
             z = (x - f) / sigma
-            ev = {"requests": int(x), "forecast": _r(f), "sigma": _r(sigma), "z": _r(z)}
-            if x >= c.spike_min_requests and x >= c.spike_ratio * f and z >= c.spike_z:
+            ev: dict[str, Any] = {"requests": int(x), "forecast": _r(f), "sigma": _r(sigma),
+                                  "z": _r(z)}
+            high = x >= c.spike_ratio * f and z >= c.spike_z
+            if high:
+                self.high.append(x)
+            else:
+                self.high.clear()
+            sustained = len(self.high) == self.SUSTAIN and sum(self.high) >= c.spike_min_requests
+            low = self.low
+            if x <= c.drop_ratio * f and f > 0:
+                low[0] += 1
+                low[1] += x
+                low[2] += f
+                low[3] += sigma * sigma
+            else:
+                self.low = low = [0, 0.0, 0.0, 0.0]
+            if high and (x >= c.spike_min_requests or sustained):
+                if x < c.spike_min_requests:
+                    ev["minutes"] = self.SUSTAIN
+                    ev["requests_in_run"] = int(sum(self.high))
                 out.append(Finding("traffic_spike", {}, ev,
                                    min(z / c.spike_z, x / max(c.spike_ratio * f, 1.0))))
-            elif f >= c.drop_min_baseline and x <= c.drop_ratio * f and -z >= c.drop_z:
-                out.append(Finding("traffic_drop", {}, ev, (f - x) / max(f * (1 - c.drop_ratio),
-                                                                        1.0)))
+            elif low[0] and low[2] >= c.drop_min_baseline and low[1] <= c.drop_ratio * low[2] \
+                    and (low[2] - low[1]) / math.sqrt(max(low[3], 1.0)) >= c.drop_z:
+                if low[0] > 1:
+                    ev.update(minutes=low[0], requests_in_run=int(low[1]),
+                              expected_in_run=_r(low[2]))
+                out.append(Finding("traffic_drop", {}, ev,
+                                   (low[2] - low[1]) / max(low[2] * (1 - c.drop_ratio), 1.0)))
         if not out:
             self.base.update(m.t, x)
         return out
@@ -84,24 +118,59 @@ class BotSurge:
 
 
 class ErrorRate:
-    """error_rate: the minute's 5xx share against its baseline share."""
+    """error_rate: the minute's 5xx share against its baseline share; and per path template,
+    over the last ``PATH_WINDOW`` minutes, one path's 5xx share against that path's baseline
+    (a broken endpoint of a big site hardly moves the site's share)."""
+
+    PATH_WINDOW = 3
 
     def __init__(self, cfg: DetectSettings) -> None:
         self.cfg = cfg
         self.base = RateBaseline(cfg.baseline_halflife)
+        self.paths: dict[str, RateBaseline] = {}
+        self.recent: deque[dict[str, tuple[float, float]]] = deque(maxlen=self.PATH_WINDOW)
 
     def __call__(self, m: Minute) -> list[Finding]:
         c = self.cfg
         errors, req = m.get("s5xx"), m.get("requests")
         rate = errors / req if req else 0.0
         need = max(c.error_rate, c.error_factor * self.base.rate)
+        rows = m.rows("path_template")
         if errors >= c.error_min and rate >= need:
             ev = {"status_5xx": int(errors), "requests": int(req), "rate": _r(rate),
                   "baseline_rate": _r(self.base.rate),
-                  "top_paths": _top(m.rows("path_template"), lambda r: r.get("s5xx", 0))}
+                  "top_paths": _top(rows, lambda r: r.get("s5xx", 0))}
             return [Finding("error_rate", {}, ev, rate / need, "medium")]
         self.base.update(errors, req)
-        return []
+        return self._paths(rows)
+
+    def _paths(self, rows: dict[str, Counts]) -> list[Finding]:
+        c = self.cfg
+        self.recent.append({p: (r.get("s5xx", 0.0), r.get("requests", 0.0))
+                            for p, r in rows.items() if p and p != "other"})
+        sums: dict[str, list[float]] = {}
+        for minute in self.recent:
+            for p, (e, n) in minute.items():
+                s = sums.setdefault(p, [0.0, 0.0])
+                s[0] += e
+                s[1] += n
+        out: list[Finding] = []
+        for p, (e, n) in sums.items():
+            base = self.paths.get(p)
+            if base is None:
+                base = self.paths[p] = RateBaseline(self.cfg.baseline_halflife)
+            share = e / n if n else 0.0
+            need = max(c.error_path_rate, c.error_factor * base.rate)
+            if p in rows and e >= c.error_min and share >= need:
+                ev = {"status_5xx": int(e), "requests": int(n), "rate": _r(share),
+                      "baseline_rate": _r(base.rate), "window_minutes": len(self.recent)}
+                out.append(Finding("error_rate", {"path_template": p}, ev, share / need,
+                                   "medium"))
+            elif p in rows:
+                base.update(rows[p].get("s5xx", 0.0), rows[p].get("requests", 0.0))
+        if len(self.paths) > 5000:  # templates long unseen are forgotten
+            self.paths = {p: b for p, b in self.paths.items() if p in sums}
+        return out
 
 
 class Scan:
@@ -120,43 +189,55 @@ class Scan:
         self.cfg = cfg
         self.window = max(1, int(cfg.scan_window // 60))
         self.slow = max(self.window, int(cfg.scan_slow_window // 60))
-        # per minute: (t, dim -> value -> (targets, paths, 4xx, requests, 404)); the last
-        # `window` minutes keep every value, older ones only values that got a 4xx
-        self.recent: deque[tuple[int, dict[str, dict[str, tuple[float, ...]]]]] = deque()
-
-    @staticmethod
-    def _compact(rows: dict[str, Counts], all_values: bool) -> dict[str, tuple[float, ...]]:
-        return {v: (r.get("targets_4xx", 0), r.get("paths_4xx", 0), r.get("s4xx", 0),
-                    r.get("requests", 0), r.get("s404", 0))
-                for v, r in rows.items() if v and (all_values or r.get("s4xx", 0))}
+        # the short window's minutes: (t, dim -> the minute's rows), shared, not copied
+        self.short: deque[tuple[int, dict[str, dict[str, Counts]]]] = deque()
+        # the slow window's minutes, only values that got a 4xx: (t, dim -> value -> (targets,
+        # paths, 4xx, requests, 404)), and their running sums
+        self.slow_rows: deque[tuple[int, dict[str, dict[str, tuple[float, ...]]]]] = deque()
+        self.slow_sums: dict[str, dict[str, list[float]]] = {d: {} for d in self.DIMS}
 
     def __call__(self, m: Minute) -> list[Finding]:
         c = self.cfg
-        self.recent.append((m.t, {d: self._compact(m.rows(d), True) for d in self.DIMS}))
-        while self.recent and self.recent[0][0] <= m.t - self.slow * 60:
-            self.recent.popleft()
-        short_from = m.t - self.window * 60
-        if len(self.recent) > self.window:  # the minute leaving the short window
-            rows = self.recent[-self.window - 1][1]
+        now = {d: m.rows(d) for d in self.DIMS}
+        compact: dict[str, dict[str, tuple[float, ...]]] = {
+            d: {v: (r.get("targets_4xx", 0), r.get("paths_4xx", 0), r.get("s4xx", 0),
+                    r.get("requests", 0), r.get("s404", 0))
+                for v, r in rows.items() if v and r.get("s4xx", 0)}
+            for d, rows in now.items()}
+        self.short.append((m.t, now))
+        while self.short[0][0] <= m.t - self.window * 60:
+            self.short.popleft()
+        self.slow_rows.append((m.t, compact))
+        for d in self.DIMS:
+            for v, x in compact[d].items():
+                _acc(self.slow_sums[d], v, x, 1)
+        while self.slow_rows[0][0] <= m.t - self.slow * 60:
+            _, old = self.slow_rows.popleft()
             for d in self.DIMS:
-                rows[d] = {v: x for v, x in rows[d].items() if x[2]}
+                sums = self.slow_sums[d]
+                for v, gone in old[d].items():
+                    _acc(sums, v, gone, -1)
+                    if sums[v][2] <= 0:
+                        del sums[v]
         out: list[Finding] = []
+        recent = [rows for t, rows in self.slow_rows if t > m.t - self.window * 60]
         for dim in self.DIMS:
-            now = m.rows(dim)
-            short: dict[str, list[float]] = {}
-            slow: dict[str, list[float]] = {}
-            for t, rows in self.recent:
-                for value, x in rows[dim].items():
-                    if value not in now:
-                        continue  # only report while the network is still active
-                    if t > short_from:
-                        _acc(short, value, x)
-                    if x[2]:
-                        _acc(slow, value, x)
-            for value, s in short.items():
+            here = now[dim]
+            candidates = {v for rows in recent for v in rows[dim] if v in here}
+            candidates.update(v for v in self.slow_sums[dim] if v in here)
+            for value in candidates:  # only while the network is still active
+                s = [0.0] * 5
+                for rows in recent:
+                    got = rows[dim].get(value)
+                    if got is not None:
+                        for k in (0, 1, 2, 4):
+                            s[k] += got[k]
+                s[3] = sum(full[dim][value].get("requests", 0.0)
+                           for _, full in self.short if value in full[dim])
                 f = self._judge(dim, value, s, self.window, c.scan_min_targets, c.scan_min_paths)
-                if f is None and value in slow and self.slow > self.window:
-                    f = self._judge(dim, value, slow[value], self.slow, c.scan_slow_min_targets,
+                slow = self.slow_sums[dim].get(value)
+                if f is None and slow is not None and self.slow > self.window:
+                    f = self._judge(dim, value, list(slow), self.slow, c.scan_slow_min_targets,
                                     0)
                 if f is not None:
                     out.append(f)
@@ -176,13 +257,13 @@ class Scan:
         return Finding("scan", dims, ev, score, "medium")
 
 
-def _acc(into: dict[str, list[float]], value: str, x: tuple[float, ...]) -> None:
+def _acc(into: dict[str, list[float]], value: str, x: tuple[float, ...], sign: int) -> None:
     s = into.get(value)
     if s is None:
-        into[value] = list(x)
+        into[value] = [sign * v for v in x]
     else:
         for i, v in enumerate(x):
-            s[i] += v
+            s[i] += sign * v
 
 
 class AuthFailures:

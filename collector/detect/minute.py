@@ -94,7 +94,11 @@ def combine(t: int, site: str, minutes: Iterable[Minute]) -> Minute:
         for dim, rows in m.by.items():
             mine = out.by.setdefault(dim, {})
             for value, counts in rows.items():
-                _add(mine.setdefault(value, {}), counts)
+                have = mine.get(value)
+                if have is None:
+                    mine[value] = dict(counts)  # most values belong to one site: a copy
+                else:
+                    _add(have, counts)
     return out
 
 

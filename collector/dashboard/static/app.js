@@ -4,7 +4,8 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const SVG = "http://www.w3.org/2000/svg";
-  let state = { preset: "all", from: null, to: null, last: null, busy: false, again: false };
+  let state = { preset: "all", from: null, to: null, last: null, busy: false, again: false,
+    focus: null, band: null };
 
   const fmtInt = (n) => (n == null ? "–" : Number(n).toLocaleString("en-US"));
   const pct = (a, b) => (b ? (100 * a / b).toFixed(b >= 1000 ? 2 : 1) + " %" : "–");
@@ -91,19 +92,91 @@
     }
   }
 
+  // One sentence with the numbers that tripped the rule (evidence of the strongest minute).
+  const P = (x) => (x == null ? "–" : (100 * x).toFixed(x >= 0.995 || x === 0 ? 0 : 1) + " %");
+  const N = (x) => fmtInt(Math.round(Number(x) || 0));
+  const nets = (rows) => (rows || []).map((r) => r.value + " (" + N(r.count) + ")").join(", ");
+  function describe(a) {
+    const e = (a.peak && Object.keys(a.peak).length ? a.peak : a.evidence) || {};
+    const dims = a.dimensions || {};
+    const who = dims.network || (dims.asn != null ? "AS" + dims.asn : null) ||
+      dims.country || dims.path_template || dims.anonymizer || null;
+    switch (a.kind) {
+      case "scan": {
+        const extra = e.status_404 === e.status_4xx ? "" : " (" + P(e.share_4xx) + " 4xx)";
+        return N(e.requests) + " requests from " + who + " in " + N(e.window_minutes) +
+          " min, " + P(e.requests ? e.status_404 / e.requests : 0) + " 404" + extra + ", " +
+          N(e.distinct_4xx_targets) + " distinct targets (" + N(e.distinct_4xx_paths) +
+          " path templates)";
+      }
+      case "error_rate":
+        return N(e.status_5xx) + " of " + N(e.requests) + " requests answered 5xx (" +
+          P(e.rate) + ", usually " + P(e.baseline_rate) + ")" +
+          (dims.path_template ? " on " + dims.path_template + " in " + N(e.window_minutes) + " min"
+            : " in one minute" + (e.top_paths && e.top_paths.length ? "; most on " + nets(e.top_paths) : ""));
+      case "traffic_spike":
+      case "traffic_drop":
+        if (e.minutes) {
+          return N(e.requests_in_run != null ? e.requests_in_run : e.requests) + " requests in " + N(e.minutes) + " min" +
+            (e.expected_in_run != null ? " where " + N(e.expected_in_run) + " were expected" : "") +
+            " (last minute " + N(e.requests) + ", forecast " + N(e.forecast) + ")";
+        }
+        return N(e.requests) + " requests in one minute where " + N(e.forecast) +
+          " were expected (" + Number(e.z || 0).toFixed(1) + " σ)";
+      case "auth_failures":
+        return N(e.failures) + " failed logins (401/403) in one minute" +
+          (dims.path_template ? " on " + dims.path_template : " on the site") +
+          ", usually " + (e.baseline_per_minute != null ? N(e.baseline_per_minute) + " a minute" : P(e.baseline_rate)) +
+          (e.top_networks && e.top_networks.length ? "; from " + nets(e.top_networks) : "");
+      case "bot_surge":
+        return N(e.bots) + " bot requests in one minute (" + P(e.bot_share) +
+          " of traffic) where " + N(e.forecast) + " were expected";
+      case "source_surge":
+        return N(e.requests) + " requests in one minute from " + who + " where " +
+          N(e.forecast) + " were usual (" + P(e.share) + " of the site's traffic)";
+      case "anonymizer":
+        return N(e.anonymized) + " of " + N(e.requests) + " requests in one minute via " +
+          dims.anonymizer + " (" + P(e.share) + ")" + (e.top_networks && e.top_networks.length ? "; from " + nets(e.top_networks) : "");
+      case "new_source":
+        return N(e.requests) + " requests (" + P(e.share) + " of the minute) from " + who +
+          ", which held " + P(e.baseline_share) + " of the usual traffic" +
+          (e.last_hour_share != null ? " and " + P(e.last_hour_share) + " of the last hour" : "");
+      default:
+        return Object.entries(e).map(([k, v]) => k + " " + (typeof v === "object" ? JSON.stringify(v) : v)).join(", ");
+    }
+  }
+
+  function focus(a) {
+    // narrow the charts and top lists to the anomaly's minutes (with 5 minutes either side)
+    const end = a.end_epoch != null ? a.end_epoch : a.start_epoch + 60 * a.minutes;
+    state.preset = "custom";
+    state.focus = a.id;
+    state.from = a.start_epoch - 300;
+    state.to = end + 300;
+    state.band = [a.start_epoch, end];
+    $("preset").value = "custom";
+    $("custom").hidden = false;
+    $("from").value = iso(state.from).slice(0, 16);
+    $("to").value = iso(state.to).slice(0, 16);
+    refresh();
+  }
+
   function anomalies(list) {
     const ol = $("anomalies");
     ol.replaceChildren();
     if (!list.length) { ol.append(el("li", { class: "muted" }, "none")); return; }
     for (const a of list) {
-      const li = el("li", { "data-id": a.id, "data-kind": a.kind });
+      const li = el("li", { "data-id": a.id, "data-kind": a.kind, tabindex: "0",
+        title: "show these minutes", class: state.focus === a.id ? "focused" : "" });
       li.append(el("span", { class: "sev " + a.severity }, a.severity));
       li.append(el("span", { class: "kind" }, a.kind));
       const dims = Object.entries(a.dimensions || {}).map(([k, v]) => k + "=" + v).join(", ");
       li.append(el("span", { class: "dims" }, dims || "site " + a.site));
+      li.append(el("div", { class: "ev" }, describe(a)));
       li.append(el("div", { class: "when muted" },
         a.start + " → " + (a.end || "open") + " · " + a.minutes + " min · site " + a.site));
-      li.append(el("div", { class: "ev" }, JSON.stringify(a.peak && Object.keys(a.peak).length ? a.peak : a.evidence)));
+      li.addEventListener("click", () => focus(a));
+      li.addEventListener("keydown", (ev) => { if (ev.key === "Enter") focus(a); });
       ol.append(li);
     }
   }
@@ -130,6 +203,10 @@
     mk("text", { x: L, y: H - 6 }).textContent = iso(start).slice(0, 16);
     const endLabel = mk("text", { x: W - R, y: H - 6, "text-anchor": "end" });
     endLabel.textContent = iso(end).slice(0, 16);
+    if (state.band && state.preset === "custom") {
+      const b0 = Math.max(start, state.band[0]), b1 = Math.min(end, state.band[1]);
+      if (b1 > b0) mk("rect", { class: "band", x: x(b0), y: T, width: Math.max(1, x(b1) - x(b0)), height: H - T - B });
+    }
     let area = "", line = "";
     for (const s of series) {
       const x0 = x(s.t), x1 = x(s.t + step);
@@ -158,12 +235,16 @@
   function init() {
     $("preset").addEventListener("change", (e) => {
       state.preset = e.target.value;
+      state.focus = null;
+      state.band = null;
       $("custom").hidden = state.preset !== "custom";
       if (state.preset !== "custom") refresh();
     });
     $("range").addEventListener("submit", (e) => {
       e.preventDefault();
       const f = $("from").value, t = $("to").value;
+      state.focus = null;
+      state.band = null;
       state.from = f ? new Date(f + ":00Z").getTime() / 1000 : null;
       state.to = t ? new Date(t + ":00Z").getTime() / 1000 : null;
       refresh();
