@@ -254,7 +254,7 @@ def stuffing(per_minute: int, networks: int = 50) -> Inject:
 
     def f(site: Site, t: int, rng: random.Random) -> list[tuple[Rec, int | None]]:
         out = []
-        for i in range(per_minute):
+        for _ in range(per_minute):
             c = clients[rng.randrange(networks)]
             out.append((record(site, t + rng.random() * 59, c, "/login", "/login", 401,
                                method="POST"), 8_000_000 + rng.randrange(10**6)))
