@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +36,30 @@ def log_fixture(name: str) -> Path:
     if local.exists():
         return local
     return corpus_file(f"logs/{name}")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Redis Cluster (three primaries, three replicas) for the whole test session."""
+    from tests.redis_cluster import RedisClusterProcs
+
+    cluster = RedisClusterProcs.start(tmp_path_factory.mktemp("redis-cluster"), 3, replicas=1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The store backend of a module's API-level tests (``tests/backends.py``)."""
+    from tests import backends
+
+    chosen = backends.Backend(request.param)
+    if request.param == "redis":
+        chosen.cluster = request.getfixturevalue("redis_cluster")
+    backends.CURRENT = chosen
+    try:
+        yield chosen
+    finally:
+        backends.CURRENT = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import shutil
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from collector.app import create_app
 from collector.auth import new_token
 from collector.settings import Settings, load_settings
+from tests import backends
+from tests.backends import values_for
 from tests.conftest import log_fixture
 
 ELASTIC = "elastic-examples_apache_logs"
@@ -44,7 +45,7 @@ def settings_with_tokens(data_dir: Path, tokens: dict[str, tuple[list[str], list
             lines.append("operator = true")
     config = data_dir.parent / f"{data_dir.name}-tokens.toml"
     config.write_text("\n".join(lines) + "\n")
-    overrides = {"server.data_dir": str(data_dir), **values}
+    overrides = {"server.data_dir": str(data_dir), **values_for(data_dir), **values}
     return load_settings(config, env={}, overrides=overrides), secrets
 
 
@@ -83,7 +84,7 @@ def build_elastic_store(data_dir: Path, **values: Any) -> dict[str, Any]:
 
 
 def copy_store(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
+    backends.copy_store(src, dst)  # on redis, the store's keys too
     audit = dst / "audit.log"
     audit.unlink(missing_ok=True)  # each test starts its own audit chain
     return dst

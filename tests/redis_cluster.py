@@ -133,11 +133,12 @@ class RedisClusterProcs:
     @classmethod
     def start(cls, root: Path, n: int = 3, tls: TlsFiles | None = None,
               users: list[str] | tuple[str, ...] = (),
-              admin_password: str | None = None) -> RedisClusterProcs:
+              admin_password: str | None = None, replicas: int = 0) -> RedisClusterProcs:
+        """``n`` primaries, each with ``replicas`` replicas."""
         require_redis()
         self = cls(root, tls=tls, admin_password=admin_password)
         try:
-            for port in cluster_ports(n):
+            for port in cluster_ports(n * (1 + replicas)):
                 d = root / f"node-{port}"
                 d.mkdir(parents=True)
                 log = open(d / "redis.log", "wb")
@@ -165,7 +166,7 @@ class RedisClusterProcs:
                 self._wait_ping(port)
             subprocess.run(
                 [REDIS_CLI, *self._cli_args(), "--cluster", "create", *self.nodes,
-                 "--cluster-replicas", "0", "--cluster-yes"],
+                 "--cluster-replicas", str(replicas), "--cluster-yes"],
                 capture_output=True, timeout=60, check=True)
             self._wait_ok()
         except BaseException:
@@ -191,8 +192,11 @@ class RedisClusterProcs:
             time.sleep(0.1)
         raise RuntimeError("redis cluster did not reach cluster_state:ok")
 
+    def primaries(self) -> list[int]:
+        return [p for p in self.ports if "role:master" in self.cli(p, "info", "replication")]
+
     def flush(self) -> None:
-        for port in self.ports:
+        for port in self.primaries():
             self.cli(port, "flushall")
 
     def stop(self) -> None:

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_settings(data_dir: Path, **values: Any) -> Settings:
     """Settings for a test: ``values`` maps 'section.key' to a raw value, as a flag gives it."""
-    overrides = {"server.data_dir": str(data_dir), **values}
+    from tests.backends import values_for
+
+    overrides = {"server.data_dir": str(data_dir), **values_for(data_dir), **values}
     return load_settings(None, env={}, overrides=overrides)
 
 

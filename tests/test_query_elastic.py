@@ -38,9 +38,12 @@ from tests.querytools import (
     settings_with_tokens,
 )
 
+pytestmark = pytest.mark.usefixtures("backend")  # on SQLite and on a Redis Cluster
+
 
 @pytest.fixture(scope="module")
-def elastic_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Line]]:
+def elastic_store(tmp_path_factory: pytest.TempPathFactory, backend: Any
+                  ) -> tuple[Path, list[Line]]:
     data = tmp_path_factory.mktemp("elastic") / "data"
     answer = build_elastic_store(data)
     assert answer["accepted"] == 9999

@@ -71,7 +71,7 @@ async def list_sessions(request: web.Request) -> web.Response:
                f"WHERE {where} ORDER BY last_log DESC, sid DESC LIMIT ?")
         return [_session_row(r) for r in conn.execute(sql, [*args, limit])]
 
-    rows = await request.app[STORE].read(fetch)  # type: ignore[attr-defined]
+    rows = await request.app[STORE].read(fetch)
     audit(request, endpoint="/v1/admin/sessions", query=f"limit={limit}", rows=len(rows))
     return _json({"sessions": rows})
 
@@ -130,7 +130,7 @@ async def _resolve(request: web.Request, subject: _Subject) -> list[tuple[Any, .
         sql = f"SELECT {cols} FROM sessions WHERE key IN ({marks}) AND {where} ORDER BY sid"
         return list(conn.execute(sql, [*keys, *args]))
 
-    rows: list[tuple[Any, ...]] = await request.app[STORE].read(fetch)  # type: ignore[attr-defined]
+    rows: list[tuple[Any, ...]] = await request.app[STORE].read(fetch)
     return rows
 
 
@@ -158,7 +158,7 @@ async def export_session(request: web.Request) -> web.Response:
                 out[row[-1]].append(row_to_record(row[:-1]))
         return out
 
-    by_sid = await request.app[STORE].read(fetch) if sids else {}  # type: ignore[attr-defined]
+    by_sid = await request.app[STORE].read(fetch) if sids else {}
     exported = [{**_session_row(r), "records": by_sid.get(r[0], [])} for r in sessions]
     total = sum(len(s["records"]) for s in exported)
     audit(request, endpoint="/v1/admin/export",

@@ -17,6 +17,7 @@ from collector.api.timerange import bad_request, time_param
 from collector.appkeys import SETTINGS, STORE
 from collector.audit import audit
 from collector.auth import PRINCIPAL, requires
+from collector.store.base import ReadScope
 
 MAX_ROWS = 10_000
 
@@ -35,7 +36,8 @@ async def get_aggregates(request: web.Request) -> web.Response:
         return aggregate_counts(conn, by, start, end, sites, k)
 
     try:
-        rows = await request.app[STORE].read(run)  # type: ignore[attr-defined]
+        rows = await request.app[STORE].read(
+            run, ReadScope(start=start, end=end, sites=sites, records=False))
     except AggregateQueryError as exc:
         raise bad_request(f"by: {exc}") from None
     rows = rows[: int(raw_limit)]

@@ -11,6 +11,7 @@ is written to the audit log before the answer is sent.
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 import orjson
@@ -23,7 +24,8 @@ from collector.auth import PRINCIPAL, requires
 from collector.query import QueryError, QueryTimeout, parse
 from collector.query.output import CONTENT_TYPES, FORMATS, render
 from collector.query.run import Result
-from collector.query.service import SOURCES, run_query
+from collector.query.service import SOURCES, aggregate_dims, run_query
+from collector.store.base import ReadScope
 
 ENDPOINT = "/v1/query"
 log = structlog.get_logger("lethelog.query")
@@ -73,8 +75,14 @@ async def get_query(request: web.Request) -> web.Response:
         return run_query(conn, parsed, sites=sites, timeout=settings.timeout,
                          max_rows=settings.max_rows, source=source, k=k)
 
+    # what a shared store must fetch: the range and sites asked (bounds a little wider than
+    # run_query's own, which are taken later), the aggregates only if they could answer
+    start, end = parsed.bounds(time.time() - 1.0)
+    scope = ReadScope(start=start, end=end, sites=sites, records=source != "aggregates",
+                      aggregates=source != "records" and aggregate_dims(parsed) is not None,
+                      timeout=settings.timeout)
     try:
-        result: Result = await store.read(run)
+        result: Result = await store.read(run, scope)
     except QueryError as exc:
         audit(request, endpoint=ENDPOINT, query=text, rows=0, outcome="rejected")
         return _bad(exc.to_json(text))

@@ -31,6 +31,7 @@ from collector.appkeys import DETECTOR, GEO, SETTINGS, STORE
 from collector.audit import audit
 from collector.auth import PRINCIPAL, PUBLIC, TOKENS, Handler, authenticate, bearer, requires
 from collector.dashboard.sessions import COOKIE, DashboardLogins
+from collector.store.base import ReadScope
 
 LOGINS: web.AppKey[DashboardLogins] = web.AppKey("dashboard_logins", DashboardLogins)
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -153,7 +154,7 @@ async def summary(request: web.Request) -> web.Response:
                       for d in ("country", "asn", "network", "path_template")}
         return out
 
-    data = await request.app[STORE].read(read)  # type: ignore[attr-defined]
+    data = await request.app[STORE].read(read, ReadScope(sites=sites, records=False))
     anomalies = await request.app[DETECTOR].list(sites, data.get("start"), data.get("end"),
                                                  "all", 200)
     data["anomalies"] = anomalies

@@ -32,6 +32,9 @@ from collector.detect.engine import ALL_SITES, Engine, Event
 from collector.detect.minute import SiteClock, bounds, load_minutes, site_clocks
 from collector.detect.webhook import Webhook
 from collector.settings import Settings
+from collector.store.base import ReadScope
+
+AGGREGATES_ONLY = ReadScope(records=False)
 
 log = structlog.get_logger("lethelog.detect")
 
@@ -80,7 +83,7 @@ class DetectorRunner:
         self.cursors, self.legacy = await self._io(self.book.cursors)
         if self.legacy is not None and not self.cursors and self.store.supports_sql:
             # an older book kept one cursor for every site: each site resumes from there
-            clocks = await self.store.read(site_clocks)
+            clocks = await self.store.read(site_clocks, AGGREGATES_ONLY)
             self.cursors = {s: max(c.first, self.legacy) for s, c in clocks.items()
                             if s != ALL_SITES}
             self.cursors[ALL_SITES] = self.legacy
@@ -120,7 +123,7 @@ class DetectorRunner:
         """Replay the last day before each cursor silently, so the baselines are learnt again."""
         if not self.cursors:
             return
-        first, _ = await self.store.read(bounds)
+        first, _ = await self.store.read(bounds, AGGREGATES_ONLY)
         if first is None:
             return
         for site in sorted(self.cursors):
@@ -130,7 +133,8 @@ class DetectorRunner:
         all_next = self.cursors.get(ALL_SITES, stop)
         while t < stop:
             end = min(stop, t + CHUNK * 60)
-            minutes = await self.store.read(lambda c, a=t, b=end: load_minutes(c, a, b))
+            minutes = await self.store.read(lambda c, a=t, b=end: load_minutes(c, a, b),
+                                             ReadScope(start=t, end=end, records=False))
             for m in range(t, end, 60):
                 here = {s: v for (mt, s), v in minutes.items() if mt == m}
                 for site, cur in self.cursors.items():
@@ -192,7 +196,7 @@ class DetectorRunner:
         """Evaluate every minute completed since the last tick, per site and then for all sites;
         returns how many (site or all-sites view, minute) were evaluated."""
         async with self._lock:
-            clocks: dict[str, SiteClock] = await self.store.read(site_clocks)
+            clocks: dict[str, SiteClock] = await self.store.read(site_clocks, AGGREGATES_ONLY)
             clocks.pop(ALL_SITES, None)
             if not clocks:
                 return 0
@@ -209,7 +213,9 @@ class DetectorRunner:
             while todo:
                 start = min(self.cursors[s] for s in todo)
                 stop = min(max(ends[s] for s in todo), start + CHUNK * 60)
-                minutes = await self.store.read(lambda c, a=start, b=stop: load_minutes(c, a, b))
+                minutes = await self.store.read(
+                    lambda c, a=start, b=stop: load_minutes(c, a, b),
+                    ReadScope(start=start, end=stop, records=False))
                 by_minute: dict[int, dict[str, Any]] = {}
                 for (mt, site), m in minutes.items():
                     by_minute.setdefault(mt, {})[site] = m

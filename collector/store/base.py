@@ -5,6 +5,7 @@ Cluster) implements the same methods so that many stateless collectors can share
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,22 @@ class SweepResult:
     sessions_ended: int = 0
     records_deleted: int = 0
     checkpointed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadScope:
+    """What a ``read(fn, scope)`` needs, so a shared backend fetches only that: records of log
+    time ``[start, end)`` (None: open) of ``sites`` (None: all), whether ``fn`` reads the records
+    (and ``sessions``) and/or the aggregates, and ``timeout`` (seconds) for fetching them. A
+    backend may hand ``fn`` more than the scope (the embedded store hands it everything); ``fn``
+    still filters in its own SQL."""
+
+    start: float | None = None
+    end: float | None = None
+    sites: frozenset[str] | None = None
+    records: bool = True
+    aggregates: bool = True
+    timeout: float | None = None
 
 
 @dataclass(slots=True)
@@ -62,13 +79,20 @@ class Store(ABC):
     * ``records(limit, sites=...)`` returns live records newest first, each with its public
       ``session`` id and never its ``session_key``, only of the given sites (tenant scope).
     * ``erase(session_ids=..., keys=...)`` ends the named sessions now and deletes their records.
+    * ``read(fn, scope)`` runs ``fn(conn)`` on a read-only SQLite connection holding the tables
+      ``records``, ``sessions`` and ``agg`` (at least what ``scope`` names) and returns its
+      result: every SQL feature (query language, aggregates, detectors, admin) is the same code
+      on every backend.
     * Nothing raw reaches the store: callers pass masked, scrubbed records only.
     """
 
     #: Whether SQL features (query language, aggregates, detectors, admin) can run on this
-    #: backend via ``read(fn)`` (the embedded SQLite store can; a backend that can't says so,
-    #: and those features check it instead of failing on every request).
+    #: backend via ``read(fn)`` (both backends can; a backend that can't says so, and those
+    #: features check it instead of failing on every request).
     supports_sql: bool = True
+    #: Whether many collectors share this store (then one of them runs the detectors, under a
+    #: lease: ``collector.detect.lease``).
+    shared: bool = False
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -92,6 +116,10 @@ class Store(ABC):
     async def erase(
         self, session_ids: list[str] | None = None, keys: list[str] | None = None
     ) -> SweepResult: ...
+
+    @abstractmethod
+    async def read(self, fn: Callable[[Any], Any], scope: ReadScope | None = None) -> Any:
+        """``fn(conn)`` on a read-only connection (see the class docstring)."""
 
     @abstractmethod
     async def stats(self) -> StoreStats: ...

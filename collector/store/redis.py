@@ -27,7 +27,7 @@ import ssl
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -39,9 +39,17 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from collector.metrics import Metrics
 from collector.record import STORED_FIELDS, Record
 from collector.settings import Settings, SettingsError, split_hostport
-from collector.store.base import Store, StoreBusy, StoreStats, SweepResult, WriteResult
+from collector.store.base import (
+    ReadScope,
+    Store,
+    StoreBusy,
+    StoreStats,
+    SweepResult,
+    WriteResult,
+)
 from collector.store.frame import Batch, to_records
-from collector.store.redis_lua import SCRIPTS
+from collector.store.redis_agg import RedisAggregates, sid_of
+from collector.store.redis_lua import AGG_SCRIPTS, SCRIPTS
 from collector.timefmt import rfc3339
 
 log = structlog.get_logger("lethelog.store.redis")
@@ -63,18 +71,6 @@ class StoreUnavailable(StoreBusy):
     def __init__(self, reason: str, retry_after: float = 1.0) -> None:
         super().__init__(retry_after)
         self.args = (f"shared store unavailable: {reason}",)
-
-
-class NotOnThisBackend(web.HTTPNotImplemented):
-    """A feature that runs SQL on the embedded store, asked of the Redis backend: 501."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            text=orjson.dumps({"error": "this feature needs SQL over the live records and "
-                                        "aggregates, which only store.backend = \"sqlite\" has; "
-                                        "the redis backend serves ingest, /v1/records, /healthz "
-                                        "and /metrics"}).decode(),
-            content_type="application/json")
 
 
 class ClusterUnreachable(web.HTTPServiceUnavailable):
@@ -189,7 +185,7 @@ def decode(raw: bytes, session: str | None) -> Record:
 
 
 class RedisStore(Store):
-    supports_sql = False  # query, aggregates, detectors and admin need the sqlite store
+    shared = True  # many collectors: the detectors run under a lease (collector.detect.lease)
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -207,6 +203,8 @@ class RedisStore(Store):
         self._site_timeouts = {s.name: float(settings.for_site(s.name, "idle_timeout"))
                                for s in settings.sites}
         self._clock_key = f"{self.prefix}:{{clock}}"
+        self.agg = RedisAggregates(settings, self.prefix)
+        self.last_read: tuple[int, int, float] = (0, 0, 0.0)  # records, agg rows, seconds
 
     # ------------------------------------------------------------------ naming
 
@@ -232,6 +230,13 @@ class RedisStore(Store):
                 f"store.redis_buckets: the data under prefix {self.prefix!r} was written with "
                 f"{have} buckets, not {self.nbuckets}; keep {have} (or use another redis_prefix)")
         await self._load_scripts()
+        from collector.store.redis_read import snapshot
+
+        conn = await snapshot(self, ReadScope())
+        try:
+            self.agg.rebuild(conn)
+        finally:
+            conn.close()
         self._writer = asyncio.create_task(self._run())
         await self.sweep_counts()
         self.metrics.gauge("lethelog_sessions_live", "Open sessions.", lambda: self._live[1])
@@ -244,7 +249,7 @@ class RedisStore(Store):
 
     async def _load_scripts(self) -> None:
         assert self.client is not None
-        for name, src in SCRIPTS.items():
+        for name, src in {**SCRIPTS, **AGG_SCRIPTS}.items():
             sha = await self.client.script_load(src)  # loads on every primary
             self._sha[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
 
@@ -260,8 +265,10 @@ class RedisStore(Store):
 
     # ------------------------------------------------------------------ script calls
 
-    async def _calls(self, name: str, calls: list[tuple[int, list[Any]]]) -> list[Any]:
-        """Run script ``name`` once per (bucket, args), pipelined per node; results in order.
+    async def _calls(self, name: str, calls: Sequence[tuple[int | str, Sequence[Any]]]
+                     ) -> list[Any]:
+        """Run script ``name`` once per (bucket or key, args), pipelined per node; results in
+        order (a bucket number names its ``ids`` key, -1 the clocks hash).
 
         A node that lost its script cache (restart, failover) gets the scripts again and only
         the calls it refused are repeated (a refused call changed nothing)."""
@@ -273,7 +280,8 @@ class RedisStore(Store):
                 async with self.client.pipeline(transaction=False) as pipe:
                     for j in todo:
                         b, args = calls[j]
-                        key = self.bucket(b) + "ids" if b >= 0 else self._clock_key
+                        key = (b if isinstance(b, str) else
+                               self.bucket(b) + "ids" if b >= 0 else self._clock_key)
                         pipe.execute_command("EVALSHA", self._sha[name], 1, key, *args)
                     out = await pipe.execute(raise_on_error=False)
             except _UNAVAILABLE as exc:
@@ -348,19 +356,21 @@ class RedisStore(Store):
         for res, batch in zip(results, batches, strict=True):
             for rec in batch:
                 if rec.get("aggregate_only"):
-                    continue  # DNT/GPC: counted in aggregates (SQLite only), never kept
+                    continue  # DNT/GPC: counted in the aggregates, never kept
                 src = rec.get("source") or "local"
                 if rec["time"] > newest.get(src, float("-inf")):
                     newest[src] = float(rec["time"])
                 groups[self.bucket_of(rec["session_key"])].append(rec)
                 res.stored += 1
         if not groups:
+            await self._count(batches, {}, wall)
             return results
         old, new = await self._advance_clocks(newest)
         clock_args: list[Any] = [len(new)]
         for src, clock in new.items():
             clock_args += [src, old.get(src, ""), clock]
-        calls: list[tuple[int, list[Any]]] = []
+        calls: list[tuple[int | str, list[Any]]] = []
+        sent: list[list[Record]] = []
         timeouts: dict[str, str] = defaultdict(lambda: "")
         for site in {r.get("site") or "default" for recs in groups.values() for r in recs}:
             timeouts[site] = repr(float(self._timeout(site)))
@@ -375,14 +385,76 @@ class RedisStore(Store):
                                  encode(rec).decode()))
                 calls.append((b, [self.bucket(b), repr(wall), secrets.token_hex(16), SWEEP_MAX,
                                   *clock_args, orjson.dumps(rows)]))
+                sent.append(part)
         started = ended = deleted = 0
-        for out in await self._calls("write", calls):
+        sids: dict[int, int] = {}  # id(record) -> its session, for the aggregates
+        for part, out in zip(sent, await self._calls("write", calls), strict=True):
             started, ended, deleted = started + out[1], ended + out[2], deleted + out[3]
+            for rec, sid in zip(part, out[5], strict=True):
+                sids[id(rec)] = sid_of(_str(sid))
+        await self._count(batches, sids, wall)
         results[-1].sessions_ended += ended
         results[-1].records_deleted += deleted
         self.metrics.inc("lethelog_sessions_started_total", started)
         self._count_ended(ended, deleted)
         return results
+
+    async def _count(self, batches: list[list[Record]], sids: dict[int, int],
+                     wall: float) -> None:
+        """Count the written records (and DNT/GPC ones, without a session) into the cluster's
+        aggregates: one ``agg_add`` call per site and hour touched, pipelined per node."""
+        for batch in batches:
+            self.agg.add(batch, [sids.get(id(r)) for r in batch], wall)
+        calls = self.agg.take(wall)
+        if not calls:
+            return
+        await self._calls("agg_add", [(key, args) for key, args, _, _, _ in calls])
+        assert self.client is not None
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for _, _, site, hour, minute in calls:
+                    pipe.zadd(self.agg.index_key(site), {hour: minute}, gt=True)
+                for site in {c[2] for c in calls}:
+                    pipe.sadd(self.agg.sites_key, site)
+                await pipe.execute()
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def maintain_aggregates(self, wall: float, force: bool = False) -> tuple[int, int]:
+        """Roll minutes up into hours and delete past the retention (any collector may run it:
+        each hour's hash is changed by one atomic script). Returns (rolled up, deleted)."""
+        self.agg.forget_idle(wall)
+        if not self.agg.due(wall, force):
+            return 0, 0
+        assert self.client is not None
+        sites = [_str(s) for s in await self.client.smembers(self.agg.sites_key)]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for site in sites:
+                pipe.zrange(self.agg.index_key(site), 0, -1, withscores=True)
+            indexes = await pipe.execute()
+        hours = [(site, int(_str(h)), float(score))
+                 for site, idx in zip(sites, indexes, strict=True) for h, score in idx]
+        if not hours:
+            return 0, 0
+        newest = max(score for _, _, score in hours)
+        calls: list[tuple[int | str, list[Any]]] = [
+            (self.agg.data_key(site, h), self.agg.maintain_args(h, newest, wall, site))
+            for site, h, _ in hours]
+        rolled = deleted = 0
+        gone: list[tuple[str, int]] = []
+        for (site, h, _), (r, d, left) in zip(hours, await self._calls("agg_maintain", calls),
+                                               strict=True):
+            rolled, deleted = rolled + r, deleted + d
+            if not left:
+                gone.append((site, h))
+        if gone:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for site, h in gone:
+                    pipe.zrem(self.agg.index_key(site), str(h))
+                await pipe.execute()
+        if rolled or deleted:
+            log.info("aggregates_maintained", rolled_up=rolled, deleted=deleted)
+        return rolled, deleted
 
     async def _advance_clocks(self, newest: dict[str, float]
                               ) -> tuple[dict[str, str], dict[str, str]]:
@@ -425,6 +497,10 @@ class RedisStore(Store):
             todo = again
         self._live = (sum(r for r, _ in live.values()), sum(s for _, s in live.values()))
         self._count_ended(result.sessions_ended, result.records_deleted)
+        try:
+            await self.maintain_aggregates(now)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
         return result
 
     async def sweep_counts(self) -> None:
@@ -489,9 +565,19 @@ class RedisStore(Store):
             recs = [r for r in recs if r.get("site") in sites]
         return recs[:limit]
 
-    async def read(self, fn: Callable[[Any], Any]) -> Any:
-        """SQL features (queries, aggregates, admin listings) need the SQLite backend."""
-        raise NotOnThisBackend()
+    async def read(self, fn: Callable[[Any], Any], scope: ReadScope | None = None) -> Any:
+        """``fn(conn)`` on an in-memory SQLite snapshot of what ``scope`` needs
+        (:mod:`collector.store.redis_read`): the same SQL as on the embedded store."""
+        from collector.store.redis_read import snapshot
+
+        try:
+            conn = await snapshot(self, scope or ReadScope())
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        try:
+            return await asyncio.to_thread(fn, conn)
+        finally:
+            conn.close()
 
     async def stats(self) -> StoreStats:
         try:

@@ -85,7 +85,7 @@ end
 # KEYS[1] = B ids. ARGV: B, wall, nonce, max, nclk, nclk x (src, old clock or '', new clock),
 # then one JSON array of [key, time, src, site, idle timeout, record JSON] (numbers as strings:
 # cjson would round them to 14 digits).
-# Returns {stored, started, ended, deleted, more}.
+# Returns {stored, started, ended, deleted, more, {session id of each row, in order}}.
 WRITE = _COMMON + r"""
 local wall = tonumber(ARGV[2])
 local nonce = ARGV[3]
@@ -100,7 +100,7 @@ for _ = 1, nclk do
 end
 local batch = cjson.decode(ARGV[i])
 local made, started, stored = 0, 0, 0
-local sess, dirty = {}, {}
+local sess, dirty, rowids = {}, {}, {}
 
 -- A session already over (log clock before this batch, or wall clock) is ended, not joined.
 local function current(K)
@@ -146,6 +146,7 @@ for _, r in ipairs(batch) do
   redis.call('RPUSH', B .. 'r:' .. K, js)
   redis.call('ZADD', B .. 't:' .. site, t, K .. ':' .. s.n)
   stored = stored + 1
+  rowids[stored] = s.id
 end
 redis.call('HINCRBY', B .. 'stat', 'records', stored)
 
@@ -158,7 +159,7 @@ for K, s in pairs(dirty) do
   end
 end
 local more = expire(new, wall, max)
-return {stored, started, ended, deleted, more}
+return {stored, started, ended, deleted, more, rowids}
 """
 
 # KEYS[1] = B ids. ARGV: B, now, max, nclk, nclk x (src, clock).
@@ -256,7 +257,160 @@ end
 return {old, redis.call('HGETALL', KEYS[1])}
 """
 
+# KEYS[1] = B ids. ARGV: B, lo, hi (ZRANGEBYSCORE bounds: '-inf', '(1.5', ...), back (1: also
+# each site's newest record before lo, so a reader knows whether records reach back that far),
+# nsites (0: every site), sites... Returns, per session with records in range, a flat run
+# {key, id, src, site, first, last, wall, n, count, json x count}.
+SCAN = r"""
+local B = ARGV[1]
+local lo, hi, back = ARGV[2], ARGV[3], ARGV[4] == '1'
+local sites = {}
+local n = tonumber(ARGV[5])
+if n == 0 then
+  sites = redis.call('SMEMBERS', B .. 'sites')
+else
+  for j = 1, n do sites[j] = ARGV[5 + j] end
+end
+local want, order = {}, {}
+local function add(m)
+  local cut = string.find(m, ':[^:]*$')
+  local K, idx = string.sub(m, 1, cut - 1), tonumber(string.sub(m, cut + 1))
+  local w = want[K]
+  if not w then w = {}; want[K] = w; order[#order + 1] = K end
+  w[#w + 1] = idx
+end
+for _, site in ipairs(sites) do
+  local tkey = B .. 't:' .. site
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', tkey, lo, hi)) do add(m) end
+  if back and lo ~= '-inf' then
+    for _, m in ipairs(redis.call('ZREVRANGEBYSCORE', tkey, '(' .. lo, '-inf', 'LIMIT', 0, 1)) do
+      add(m)
+    end
+  end
+end
+local out = {}
+for _, K in ipairs(order) do
+  local h = redis.call('HMGET', B .. 's:' .. K, 'id', 'src', 'site', 'first', 'last', 'wall', 'n')
+  if h[1] then
+    local idx = want[K]
+    local recs
+    if #idx >= tonumber(h[7]) then
+      recs = redis.call('LRANGE', B .. 'r:' .. K, 0, -1)
+    else
+      table.sort(idx)
+      recs = {}
+      for _, j in ipairs(idx) do
+        local r = redis.call('LINDEX', B .. 'r:' .. K, j - 1)
+        if r then recs[#recs + 1] = r end
+      end
+    end
+    out[#out + 1] = K
+    for j = 1, 7 do out[#out + 1] = h[j] end
+    out[#out + 1] = #recs
+    for _, r in ipairs(recs) do out[#out + 1] = r end
+  end
+end
+return out
+"""
+
+# The aggregates (``collector.store.redis_agg``): one hash per site and hour,
+# ``<prefix>:{a:<site>:<hour>}``, holding that hour's minute rows and, once rolled up, its hour
+# row. Field ``<t> US <res> US <dim> US <value>`` (US = \x1f) holds one row's counters, sparse:
+# ``<counter index>:<value>;...`` (``%.17g``: integers and the float sum round-trip exactly);
+# field ``<t> US <res>`` holds the wall-clock time the row was last written.
+_AGG_COMMON = r"""
+local function parse(s)
+  local t = {}
+  if s then
+    for i, v in string.gmatch(s, '(%d+):([^;]+)') do t[tonumber(i)] = tonumber(v) end
+  end
+  return t
+end
+local function enc(t)
+  local out = {}
+  for i, v in pairs(t) do out[#out + 1] = i .. ':' .. string.format('%.17g', v) end
+  return table.concat(out, ';')
+end
+"""
+
+# KEYS[1] = the hour's hash. ARGV: ttl ms, wall, nupd, nupd x minute prefix (``<t> US 60``),
+# then (field, sparse deltas) pairs. Adds the deltas, marks the minutes written at ``wall`` and
+# keeps the hash ``ttl`` ms past now.
+AGG_ADD = _AGG_COMMON + r"""
+local ttl, wall = ARGV[1], ARGV[2]
+local nupd = tonumber(ARGV[3])
+local i = 4
+for _ = 1, nupd do
+  redis.call('HSET', KEYS[1], ARGV[i], wall)
+  i = i + 1
+end
+while i < #ARGV do
+  local row = parse(redis.call('HGET', KEYS[1], ARGV[i]))
+  for c, d in pairs(parse(ARGV[i + 1])) do row[c] = (row[c] or 0) + d end
+  redis.call('HSET', KEYS[1], ARGV[i], enc(row))
+  i = i + 2
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+# KEYS[1] = the hour's hash. ARGV: hour, log cut, wall cut, delete cut (log), delete wall cut,
+# max counter index (sessions_active: the hour keeps the busiest minute).
+# Rolls minutes older than the cuts into the hour row and deletes rows past the retention.
+# Returns {minute rows rolled up, rows deleted, fields left}.
+AGG_MAINTAIN = _AGG_COMMON + r"""
+local hour = ARGV[1]
+local log_cut, wall_cut = tonumber(ARGV[2]), tonumber(ARGV[3])
+local del_cut, del_wall = tonumber(ARGV[4]), tonumber(ARGV[5])
+local imax = tonumber(ARGV[6])
+local h = redis.call('HGETALL', KEYS[1])
+local upd = {}
+for j = 1, #h, 2 do
+  local f = h[j]
+  local a = string.find(f, '\31')
+  if not string.find(f, '\31', a + 1) then upd[f] = tonumber(h[j + 1]) end
+end
+local hkey = hour .. '\31' .. '3600'
+local rolled, deleted, gone, merged = 0, 0, {}, {}
+local hour_upd = upd[hkey] or 0
+for j = 1, #h, 2 do
+  local f, v = h[j], h[j + 1]
+  local a = string.find(f, '\31')
+  local b = string.find(f, '\31', a + 1)
+  local t, res = tonumber(string.sub(f, 1, a - 1)), tonumber(string.sub(f, a + 1, (b or 0) - 1))
+  local u = upd[string.sub(f, 1, (b or 0) - 1)] or 0
+  if t + res <= del_cut or u < del_wall then
+    gone[#gone + 1] = f
+    if b then deleted = deleted + 1 end
+  elseif res == 60 and (t < log_cut or u < wall_cut) then
+    gone[#gone + 1] = f
+    if b then
+      rolled = rolled + 1
+      local hf = hkey .. string.sub(f, b)
+      local row = merged[hf]
+      if not row then row = parse(redis.call('HGET', KEYS[1], hf)); merged[hf] = row end
+      for c, d in pairs(parse(v)) do
+        if c == imax then
+          if d > (row[c] or 0) then row[c] = d end
+        else
+          row[c] = (row[c] or 0) + d
+        end
+      end
+    elseif u > hour_upd then
+      hour_upd = u
+    end
+  end
+end
+for j = 1, #gone, 500 do
+  redis.call('HDEL', KEYS[1], unpack(gone, j, math.min(#gone, j + 499)))
+end
+for hf, row in pairs(merged) do redis.call('HSET', KEYS[1], hf, enc(row)) end
+if rolled > 0 then redis.call('HSET', KEYS[1], hkey, hour_upd) end
+return {rolled, deleted, redis.call('HLEN', KEYS[1])}
+"""
+
 SCRIPTS: dict[str, str] = {
     "write": WRITE, "sweep": SWEEP, "erase": ERASE, "top": TOP, "fetch": FETCH,
-    "session": SESSION, "clocks": CLOCKS,
+    "session": SESSION, "clocks": CLOCKS, "scan": SCAN,
 }
+AGG_SCRIPTS: dict[str, str] = {"agg_add": AGG_ADD, "agg_maintain": AGG_MAINTAIN}

@@ -43,7 +43,14 @@ from collector.metrics import Metrics
 from collector.record import STORED_FIELDS, Record
 from collector.sessions import Session, SessionTable
 from collector.settings import Settings
-from collector.store.base import Store, StoreBusy, StoreStats, SweepResult, WriteResult
+from collector.store.base import (
+    ReadScope,
+    Store,
+    StoreBusy,
+    StoreStats,
+    SweepResult,
+    WriteResult,
+)
 from collector.store.frame import Batch, sql_columns, to_frame, to_records
 from collector.store.sessionize import assign
 from collector.timefmt import rfc3339
@@ -449,8 +456,10 @@ class SQLiteStore(Store):
         payload = (list(session_ids or []), list(keys or []))
         return await self._submit("erase", payload, bounded=False)
 
-    async def read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``fn(conn)`` on a read-only connection in the reader pool."""
+    async def read(self, fn: Callable[[sqlite3.Connection], Any],
+                   scope: ReadScope | None = None) -> Any:
+        """Run ``fn(conn)`` on a read-only connection in the reader pool (the whole database:
+        ``scope`` is for backends that fetch what a read needs)."""
         assert self._readers is not None, "store not started"
 
         def run() -> Any:
