@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import log_fixture
 from tests.querytools import (
     ELASTIC,
@@ -13,6 +15,8 @@ from tests.querytools import (
     query,
     settings_with_tokens,
 )
+
+pytestmark = pytest.mark.usefixtures("backend")  # on SQLite and on a Redis Cluster
 
 
 async def test_counts_come_from_aggregates_once_records_are_gone(tmp_path: Path) -> None:

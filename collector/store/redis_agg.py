@@ -39,7 +39,7 @@ from typing import Any
 
 import structlog
 
-from collector.aggregates.counter import Aggregator
+from collector.aggregates.counter import Aggregator, _add_targets
 from collector.aggregates.schema import COUNTERS, IDX, MAX_COUNTERS
 from collector.record import Record
 from collector.settings import Settings
@@ -108,6 +108,7 @@ class RedisAggregates:
 
     def take(self, wall: float) -> list[tuple[str, list[Any], str, str, int]]:
         """The pending rows as script calls: (key, args, site, index key, newest minute)."""
+        _add_targets(self.counter.pending, self.counter.targets.drain())  # as its flush does
         pending, self.counter.pending = self.counter.pending, {}
         by_key: dict[tuple[str, int], list[tuple[int, str, str, list[float]]]] = defaultdict(list)
         for (minute, site, dim, value), vals in pending.items():
@@ -119,7 +120,7 @@ class RedisAggregates:
                                len(minutes), *(f"{m}{SEP}60" for m in minutes)]
             for minute, dim, value, vals in rows:
                 args.append(f"{minute}{SEP}60{SEP}{dim}{SEP}{value}")
-                args.append(";".join(f"{i}:{repr(float(v)) if i == _FLOAT else int(v)}"
+                args.append(";".join(f"{COUNTERS[i]}:{repr(float(v)) if i == _FLOAT else int(v)}"
                                      for i, v in enumerate(vals) if v))
             calls.append((self.data_key(site, hour), args, site, str(hour), minutes[-1]))
             self.rows_written += len(rows)
@@ -145,7 +146,7 @@ class RedisAggregates:
         keep = self.retention(site)
         log_cut = (int(newest - a.minute_retention) // 3600) * 3600
         return [hour, log_cut, repr(wall - a.minute_retention), repr(newest - keep),
-                repr(wall - keep), _MAX]
+                repr(wall - keep), COUNTERS[_MAX]]
 
 
 def parse_rows(site: str, flat: dict[bytes, bytes] | dict[str, str]
@@ -163,9 +164,10 @@ def parse_rows(site: str, flat: dict[bytes, bytes] | dict[str, str]
         vals: list[Any] = [0] * _N
         vals[_FLOAT] = 0.0
         for item in v.split(";") if v else ():
-            i, x = item.split(":")
-            ci = int(i)
-            vals[ci] = float(x) if ci == _FLOAT else int(float(x))
+            name, x = item.split(":")
+            ci = IDX.get(name)
+            if ci is not None:  # a counter this version does not know is left out
+                vals[ci] = float(x) if ci == _FLOAT else int(float(x))
         rows.append((int(parts[0]), int(parts[1]), parts[2], parts[3], vals))
     for t, res, dim, value, vals in rows:
         yield (t, res, site, dim, value, *vals, updated.get((t, res), 0.0))

@@ -316,19 +316,20 @@ return out
 # The aggregates (``collector.store.redis_agg``): one hash per site and hour,
 # ``<prefix>:{a:<site>:<hour>}``, holding that hour's minute rows and, once rolled up, its hour
 # row. Field ``<t> US <res> US <dim> US <value>`` (US = \x1f) holds one row's counters, sparse:
-# ``<counter index>:<value>;...`` (``%.17g``: integers and the float sum round-trip exactly);
+# ``<counter name>:<value>;...`` (``%.17g``: integers and the float sum round-trip exactly; a
+# counter added by a later version is simply absent from older rows, i.e. 0);
 # field ``<t> US <res>`` holds the wall-clock time the row was last written.
 _AGG_COMMON = r"""
 local function parse(s)
   local t = {}
   if s then
-    for i, v in string.gmatch(s, '(%d+):([^;]+)') do t[tonumber(i)] = tonumber(v) end
+    for c, v in string.gmatch(s, '([%w_]+):([^;]+)') do t[c] = tonumber(v) end
   end
   return t
 end
 local function enc(t)
   local out = {}
-  for i, v in pairs(t) do out[#out + 1] = i .. ':' .. string.format('%.17g', v) end
+  for c, v in pairs(t) do out[#out + 1] = c .. ':' .. string.format('%.17g', v) end
   return table.concat(out, ';')
 end
 """
@@ -355,14 +356,14 @@ return 1
 """
 
 # KEYS[1] = the hour's hash. ARGV: hour, log cut, wall cut, delete cut (log), delete wall cut,
-# max counter index (sessions_active: the hour keeps the busiest minute).
+# the counter that takes the maximum (sessions_active: the hour keeps the busiest minute).
 # Rolls minutes older than the cuts into the hour row and deletes rows past the retention.
 # Returns {minute rows rolled up, rows deleted, fields left}.
 AGG_MAINTAIN = _AGG_COMMON + r"""
 local hour = ARGV[1]
 local log_cut, wall_cut = tonumber(ARGV[2]), tonumber(ARGV[3])
 local del_cut, del_wall = tonumber(ARGV[4]), tonumber(ARGV[5])
-local imax = tonumber(ARGV[6])
+local imax = ARGV[6]
 local h = redis.call('HGETALL', KEYS[1])
 local upd = {}
 for j = 1, #h, 2 do
