@@ -29,13 +29,26 @@ from collector.aggregates.schema import COUNTERS
 from collector.aggregates.schema import SCHEMA as AGG_SCHEMA
 from collector.store.base import ReadScope
 from collector.store.redis_agg import hour_overlaps, hours_between, parse_rows, sid_of
-from collector.store.sqlite import _INSERT, _UPSERT_SESSION, SCHEMA, _row
+from collector.store.sqlite import _INSERT, _UPSERT_SESSION, COLUMNS, SCHEMA
 
 if TYPE_CHECKING:
     from collector.store.redis import RedisStore
 
 _AGG_INSERT = (f"INSERT INTO agg (t, res, site, dim, value, {', '.join(COUNTERS)}, updated) "
                f"VALUES ({', '.join('?' * (len(COUNTERS) + 6))})")
+
+
+_LANGUAGES = COLUMNS.index("languages") + 1  # positions in a row, after sid
+
+
+def _row(sid: int, rec: dict[str, Any]) -> list[Any]:
+    """The ``records`` INSERT parameters of one stored record (its JSON as Redis keeps it:
+    booleans are JSON booleans, which sqlite3 stores as 1/0)."""
+    row = [sid, *map(rec.get, COLUMNS)]
+    langs = row[_LANGUAGES]
+    if langs is not None:
+        row[_LANGUAGES] = orjson.dumps(langs).decode()
+    return row
 
 
 def _bound(x: float | None, default: str, exclusive: bool = False) -> str:
