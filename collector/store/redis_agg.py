@@ -39,7 +39,7 @@ from typing import Any
 
 import structlog
 
-from collector.aggregates.counter import Aggregator, _add_targets
+from collector.aggregates.counter import Aggregator, add_targets
 from collector.aggregates.schema import COUNTERS, IDX, MAX_COUNTERS
 from collector.record import Record
 from collector.settings import Settings
@@ -108,7 +108,7 @@ class RedisAggregates:
 
     def take(self, wall: float) -> list[tuple[str, list[Any], str, str, int]]:
         """The pending rows as script calls: (key, args, site, index key, newest minute)."""
-        _add_targets(self.counter.pending, self.counter.targets.drain())  # as its flush does
+        add_targets(self.counter.pending, self.counter.targets.drain())  # as its flush does
         pending, self.counter.pending = self.counter.pending, {}
         by_key: dict[tuple[str, int], list[tuple[int, str, str, list[float]]]] = defaultdict(list)
         for (minute, site, dim, value), vals in pending.items():
