@@ -81,7 +81,9 @@ async def enrich_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
-    steps = build_steps(app[SETTINGS], app[KEYRING], app[GEO], app[UA], source="local")
+    settings = app[SETTINGS]
+    steps = build_steps(settings, app[KEYRING], app[GEO], app[UA], source="local",
+                        max_age=settings.sessions.max_age)
     app[PIPELINE] = Pipeline(steps)
     yield
 

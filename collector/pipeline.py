@@ -24,6 +24,7 @@ from collector.enrich.ua import UAEnricher
 from collector.keys import KeyRing
 from collector.parse import ParseError
 from collector.record import STORED_FIELDS, Record, RecordError
+from collector.recordtime import time_problem
 from collector.settings import Settings
 from masking.consent import consent_flags
 from masking.ip import AddressError, IPMasker
@@ -38,11 +39,14 @@ Step = Callable[[Record], Record | None]
 
 
 class CheckTime:
-    """A record needs a time, and may not be stamped beyond the wall clock plus the skew."""
+    """A record needs a time, may not be stamped beyond the wall clock plus the skew, nor
+    (``max_age``, in ``serve``) further back than that (``collector.recordtime``)."""
 
-    def __init__(self, max_skew: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, max_skew: float, clock: Callable[[], float] = time.time,
+                 max_age: float | None = None) -> None:
         self.max_skew = max_skew
         self.clock = clock
+        self.max_age = max_age
 
     def __call__(self, rec: Record) -> Record:
         t = rec.get("time")
@@ -50,10 +54,9 @@ class CheckTime:
             raise RecordError("missing timestamp")
         if not isinstance(t, int | float):
             raise RecordError("timestamp is not a number of seconds")
-        ahead = t - self.clock()
-        if ahead > self.max_skew:
-            raise RecordError(f"timestamp is {ahead:.0f}s in the future (allowed skew "
-                              f"{self.max_skew:.0f}s)")
+        problem = time_problem(t, self.clock(), self.max_skew, self.max_age)
+        if problem is not None:
+            raise RecordError(problem)
         return rec
 
 
@@ -260,11 +263,12 @@ def _text_maskers(settings: Settings) -> tuple[TextMasker, dict[str, TextMasker]
 
 
 def build_steps(settings: Settings, keyring: KeyRing, geo: GeoEnricher, ua: UAEnricher,
-                source: str) -> list[Step]:
+                source: str, max_age: float | None = None) -> list[Step]:
+    """The chain; ``max_age``: refuse records older than this (``serve``; ``import``: None)."""
     text_default, text_sites = _text_maskers(settings)
     secret = settings.masking.secret_params
     return [
-        CheckTime(settings.sessions.max_clock_skew),
+        CheckTime(settings.sessions.max_clock_skew, max_age=max_age),
         ResolveSite(settings),
         Consent(settings),
         MaskClient(settings, keyring),

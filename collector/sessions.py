@@ -102,8 +102,9 @@ class SessionTable:
             if moved_log or moved_wall:
                 self._push(s, log=moved_log, wall=moved_wall)
         s.records += 1
-        if t > self.clocks.get(source, float("-inf")):
-            self.clocks[source] = t
+        clock = min(t, wall)  # a future-stamped record never moves the log clock past the wall
+        if clock > self.clocks.get(source, float("-inf")):
+            self.clocks[source] = clock
         return Touch(s, ended)
 
     def open(self, sid: int, key: str, source: str, site: str, first: float, last: float,

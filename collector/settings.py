@@ -160,6 +160,8 @@ class SessionsSettings:
                                  "duration", min=0.01)
     max_clock_skew: float = _opt(300.0, "How far past the wall clock a record's time may be.",
                                  "duration")
+    max_age: float = _opt(3 * 86400.0, "serve refuses records older than this (import takes "
+                          "any age; 0: no bound).", "duration")
     key_rotation: float = _opt(86400.0, "How often the pseudonymisation key changes.", "duration",
                                min=1.0)
     key_retention: float = _opt(172800.0, "How long an old key is kept before it is deleted.",

@@ -20,6 +20,7 @@ from collector.settings import Settings, load_settings
 from tests import backends
 from tests.backends import values_for
 from tests.conftest import log_fixture
+from tests.service import REPLAY
 
 ELASTIC = "elastic-examples_apache_logs"
 LONG_IDLE = {"sessions.idle_timeout": "3650d"}
@@ -45,7 +46,7 @@ def settings_with_tokens(data_dir: Path, tokens: dict[str, tuple[list[str], list
             lines.append("operator = true")
     config = data_dir.parent / f"{data_dir.name}-tokens.toml"
     config.write_text("\n".join(lines) + "\n")
-    overrides = {"server.data_dir": str(data_dir), **values_for(data_dir), **values}
+    overrides = {"server.data_dir": str(data_dir), **REPLAY, **values_for(data_dir), **values}
     return load_settings(config, env={}, overrides=overrides), secrets
 
 

@@ -17,11 +17,17 @@ from collector.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Tests replay logs with fixed, old timestamps through ``serve``: no sessions.max_age bound
+# unless a test sets one (tests/test_hostile_bounds.py checks the bound itself).
+REPLAY = {"sessions.max_age": "0s"}
+
+
 def make_settings(data_dir: Path, **values: Any) -> Settings:
     """Settings for a test: ``values`` maps 'section.key' to a raw value, as a flag gives it."""
     from tests.backends import values_for
 
-    overrides = {"server.data_dir": str(data_dir), **values_for(data_dir), **values}
+    overrides = {"server.data_dir": str(data_dir), **REPLAY, **values_for(data_dir),
+                 **values}
     return load_settings(None, env={}, overrides=overrides)
 
 
@@ -40,6 +46,7 @@ class ServiceProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LETHELOG_")}
+        full_env["LETHELOG_SESSIONS_MAX_AGE"] = REPLAY["sessions.max_age"]
         full_env.update(env or {})
         full_env["PYTHONPATH"] = str(ROOT)
         self._log = open(log_path, "wb")

@@ -109,8 +109,9 @@ async def test_aggregates_require_security_role_and_scope_sites(tmp_path: Path) 
     from collector.app import create_app
     from collector.settings import load_settings
     from tests.aggtools import CITY
+    from tests.service import REPLAY
     settings = load_settings(cfg, env={}, overrides={"server.data_dir": str(tmp_path / "d"),
-                                                     "enrich.city_db": CITY})
+                                                     "enrich.city_db": CITY, **REPLAY})
     app: web.Application = create_app(settings)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()

@@ -16,6 +16,7 @@ from collector.auth import new_token
 from collector.settings import load_settings
 from tests.aggtools import CITY, rec, ship, wait_for
 from tests.cdp import CHROMIUM, Browser
+from tests.service import REPLAY
 from tests.test_detect_service import T0, replay
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -32,7 +33,7 @@ async def service(tmp_path: Path) -> tuple[TestClient[Any, Any], dict[str, str]]
         f'sha256 = "{h}"\n' for n, (_, h) in tokens.items()))
     settings = load_settings(cfg, env={}, overrides={
         "server.data_dir": str(tmp_path / "data"), "enrich.city_db": CITY,
-        "detect.interval": "100ms", "sessions.idle_timeout": "10m"})
+        "detect.interval": "100ms", "sessions.idle_timeout": "10m", **REPLAY})
     app: web.Application = create_app(settings)
     client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

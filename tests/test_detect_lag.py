@@ -27,7 +27,7 @@ from collector.detect.minute import SiteClock
 from collector.detect.runner import LIVE_WINDOW, QUIET, DetectorRunner
 from collector.settings import load_settings
 from tests.aggtools import CITY, COUNTRY_NETS, rec, ship
-from tests.service import make_settings
+from tests.service import REPLAY, make_settings
 
 T0 = 1_748_772_000.0  # 2025-06-01T10:00:00Z: log time of a replay (not live)
 A, B = "alpha", "bravo"
@@ -57,7 +57,7 @@ async def serve(tmp_path: Path) -> TestClient[Any, Any]:
     settings = load_settings(cfg, env={}, overrides={
         "server.data_dir": str(tmp_path / "data"), "enrich.city_db": CITY,
         "sessions.idle_timeout": "10m", "detect.interval": "1h",
-        "tenancy.unknown_host": "reject"})
+        "tenancy.unknown_host": "reject", **REPLAY})
     client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     return client

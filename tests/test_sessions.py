@@ -50,8 +50,8 @@ def test_restart_restores_and_expires() -> None:
 def test_many_sessions_expire_in_order() -> None:
     t = SessionTable(idle_timeout=10)
     for i in range(1000):
-        t.touch(f"k{i}", float(i), 0.0, "s", "site")
-    ended = t.expire(now_wall=1.0)  # log clock is 999: sessions with last < 989 ended
+        t.touch(f"k{i}", float(i), 1000.0, "s", "site")  # arrived at 1000: none in the future
+    ended = t.expire(now_wall=1000.0)  # log clock is 999: sessions with last < 989 ended
     assert len(ended) == 989
     assert len(t) == 11
 

@@ -50,6 +50,13 @@ def load_minutes(conn: sqlite3.Connection, start: int, end: int
     return out
 
 
+def next_minute(conn: sqlite3.Connection, start: int) -> int | None:
+    """The first minute at or after ``start`` with traffic on any site (an index lookup)."""
+    row = conn.execute("SELECT min(t) FROM agg WHERE dim = '' AND t >= ? AND res = 60",
+                       (start,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
 def bounds(conn: sqlite3.Connection) -> tuple[int | None, int | None]:
     row = conn.execute("SELECT min(t), max(t) FROM agg WHERE res = 60 AND dim = ''").fetchone()
     return (row[0], row[1]) if row else (None, None)

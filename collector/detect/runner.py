@@ -29,7 +29,13 @@ import structlog
 
 from collector.detect.book import AnomalyBook
 from collector.detect.engine import ALL_SITES, Engine, Event
-from collector.detect.minute import SiteClock, bounds, load_minutes, site_clocks
+from collector.detect.minute import (
+    SiteClock,
+    bounds,
+    load_minutes,
+    next_minute,
+    site_clocks,
+)
 from collector.detect.webhook import Webhook
 from collector.settings import Settings
 from collector.store.base import ReadScope
@@ -42,6 +48,10 @@ CHUNK = 120  # minutes read from the aggregates at a time
 LIVE_WINDOW = 3600.0  # a site whose log time is this close to the wall clock is live
 QUIET = 120.0  # default of detect.quiet: a live site silent this long has gone quiet
 REWARM = 86400  # seconds of aggregates replayed silently at start-up
+# Empty time longer than this before the next minute with traffic is skipped: the detectors see
+# at most this much of it as zero minutes (every baseline has learnt "nothing" by then), so a
+# record from year 1 followed by one from today costs a day of minutes, not 2,000 years of them.
+EMPTY_KEEP = 86400
 
 
 class DetectorRunner:
@@ -211,7 +221,7 @@ class DetectorRunner:
             todo = [s for s in ends if self.cursors[s] < ends[s]]
             done = 0
             while todo:
-                start = min(self.cursors[s] for s in todo)
+                start = await self._skip_empty(todo, ends)
                 stop = min(max(ends[s] for s in todo), start + CHUNK * 60)
                 minutes = await self.store.read(
                     lambda c, a=start, b=stop: load_minutes(c, a, b),
@@ -243,6 +253,23 @@ class DetectorRunner:
                 self._next_prune = self.clock() + 3600
                 await self._io(self.book.prune, self.clock() - self.settings.aggregates.retention)
             return done
+
+    async def _skip_empty(self, todo: list[str], ends: dict[str, int]) -> int:
+        """Move the cursors of ``todo`` over empty time to ``EMPTY_KEEP`` before the next
+        minute with traffic (or their end), in one index lookup; returns the earliest cursor."""
+        start = min(self.cursors[s] for s in todo)
+        nxt = await self.store.read(lambda c, a=start: next_minute(c, a))
+        target = (nxt if nxt is not None else max(ends[s] for s in todo)) - EMPTY_KEEP
+        if target <= start:
+            return start
+        for site in todo:
+            jump = min(ends[site], target)
+            if self.cursors[site] < jump:
+                self.cursors[site] = jump
+        if ALL_SITES in todo:
+            self.engine.all_next = max(self.engine.all_next, self.cursors[ALL_SITES])
+        log.info("detect_skipped_empty_time", seconds=target - start, to=target)
+        return min(self.cursors[s] for s in todo)
 
     @property
     def cursor(self) -> int | None:

@@ -358,8 +358,9 @@ class RedisStore(Store):
                 if rec.get("aggregate_only"):
                     continue  # DNT/GPC: counted in the aggregates, never kept
                 src = rec.get("source") or "local"
-                if rec["time"] > newest.get(src, float("-inf")):
-                    newest[src] = float(rec["time"])
+                log_t = min(float(rec["time"]), wall)  # never past the wall clock
+                if log_t > newest.get(src, float("-inf")):
+                    newest[src] = log_t
                 groups[self.bucket_of(rec["session_key"])].append(rec)
                 res.stored += 1
         if not groups:

@@ -87,7 +87,8 @@ def assign(df: pl.DataFrame, table: SessionTable, wall: float) -> Assigned:
     out = Assigned(sids)
     _apply(table, segs, wall, out)
     clocks = table.clocks
-    for source, hi in rows.group_by("source").agg(pl.col("t").max()).iter_rows():
+    for source, newest in rows.group_by("source").agg(pl.col("t").max()).iter_rows():
+        hi = min(newest, wall)  # a future-stamped record never moves a log clock past the wall
         if hi > clocks.get(source, float("-inf")):
             clocks[source] = hi
     return out
