@@ -373,9 +373,15 @@ async def run_import(settings: Settings, opts: ImportOptions, out: IO[str] | Non
             compile_format(opts.fmt)
         except ValueError as exc:
             raise ImportFailed(f"--format: unknown log format: {exc}") from None
-    keyring = KeyRing(settings.server.data_dir / "session-keys.json",
-                      settings.sessions.key_rotation, settings.sessions.key_retention)
-    key = keyring.current()
+    if settings.store.backend == "redis":  # the cluster's secrets: serve computes the same keys
+        from collector.store import open_keyring
+
+        async with open_keyring(settings) as ring:
+            key = ring.current()
+    else:
+        keyring = KeyRing(settings.server.data_dir / "session-keys.json",
+                          settings.sessions.key_rotation, settings.sessions.key_retention)
+        key = keyring.current()
     workers = opts.workers if opts.workers > 0 else (os.cpu_count() or 1)
     # Fork the workers before the store starts its threads.
     pool: multiprocessing.pool.Pool | None = None

@@ -66,7 +66,9 @@ def raw_addresses(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(("idle", "workers"), [("30m", 2), ("3650d", 1)])
-async def test_import_matches_serve(tmp_path: Path, idle: str, workers: int) -> None:
+async def test_import_matches_serve(tmp_path: Path, idle: str, workers: int,
+                                    backend: Any) -> None:
+    """On SQLite and on a Redis Cluster (``backend``: tests/backends.py)."""
     path = log_fixture("elastic-examples_apache_logs")
     values = {"sessions.idle_timeout": idle, "enrich.city_db": CITY}
     answer, served = await via_serve(tmp_path, path, **values)
