@@ -8,8 +8,9 @@ need=()
 for pkg_bin in nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server \
                chromium:/usr/bin/chromium goaccess:/usr/bin/goaccess \
                rsyslog:/usr/sbin/rsyslogd apache2:/usr/sbin/apache2 \
-               systemd:/usr/bin/systemd-analyze openssl:/usr/bin/openssl; do
-  [ -x "${pkg_bin#*:}" ] || need+=("${pkg_bin%%:*}")
+               systemd:/usr/bin/systemd-analyze openssl:/usr/bin/openssl \
+               rsyslog-gnutls:/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so; do
+  [ -e "${pkg_bin#*:}" ] || need+=("${pkg_bin%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

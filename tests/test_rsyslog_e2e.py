@@ -51,15 +51,20 @@ def udp_bound(port: int) -> bool:
 
 
 class Rsyslog:
-    def __init__(self, root: Path, udp_port: int, tcp_port: int) -> None:
+    def __init__(self, root: Path, udp_port: int, tcp_port: int,
+                 recipe_path: Path = RECIPE, more: dict[str, str] | None = None) -> None:
         self.root = root
         self.work = root / "work"
         self.work.mkdir(parents=True, exist_ok=True)
-        recipe = RECIPE.read_text()
-        for fixed in ('port="5515"', 'target="lethelog.example" port="5514"'):
-            assert fixed in recipe, fixed
-        recipe = recipe.replace('port="5515"', f'port="{udp_port}"').replace(
-            'target="lethelog.example" port="5514"', f'target="127.0.0.1" port="{tcp_port}"')
+        recipe = recipe_path.read_text()
+        port = re.search(r'target="lethelog\.example" port="(\d+)"', recipe)
+        assert port and 'port="5515"' in recipe
+        swaps = {'port="5515"': f'port="{udp_port}"',
+                 f'target="lethelog.example" port="{port.group(1)}"':
+                 f'target="127.0.0.1" port="{tcp_port}"', **(more or {})}
+        for old, new in swaps.items():
+            assert old in recipe, old
+            recipe = recipe.replace(old, new)
         (root / "lethelog.conf").write_text(recipe)
         (root / "rsyslog.conf").write_text(
             f'global(workDirectory="{self.work}")\ninclude(file="{root}/lethelog.conf")\n')
@@ -177,3 +182,60 @@ def test_rsyslog_relays_through_a_lethelog_restart(
     files = all_files(data, logs, tmp_path / "service2.log")
     needles = {s["ip"] for s in sent} | {s["cookie"] for s in sent} | {s["secret"] for s in sent}
     assert files_containing(files, needles) == {}, "no raw address, cookie or secret kept"
+
+
+TLS_RECIPE = ROOT / "deploy" / "rsyslog" / "lethelog-tls.conf"
+
+
+def test_rsyslog_relays_over_tls_with_client_certificates(tmp_path: Path) -> None:
+    """deploy/rsyslog/lethelog-tls.conf: rsyslog checks lethelog's certificate and name,
+    lethelog requires rsyslog's client certificate (syslog.tls_client_ca)."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (tests/run.sh installs Debian's nginx)")
+    if not Path(RSYSLOGD).exists() or not any(Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so")):
+        pytest.skip("rsyslog-gnutls is not installed (tests/run.sh installs it)")
+    from tests.redis_cluster import make_tls
+
+    tls = make_tls(tmp_path / "pki")  # server cert names localhost / 127.0.0.1, + client cert
+    tcp_port, rs_udp = free_port(), free_udp_port()
+    config = tmp_path / "lethelog.toml"
+    config.write_text(f"""
+[sessions]
+idle_timeout = "1d"
+
+[syslog]
+tcp = "127.0.0.1:{tcp_port}"
+tls_cert = "{tls.cert}"
+tls_key = "{tls.key}"
+tls_client_ca = "{tls.ca}"
+source = "nginx"
+format = '''{recipe_log_format()}'''
+""")
+    data, logs = tmp_path / "lethelog-data", tmp_path / "service.log"
+    svc = ServiceProcess(data, logs, args=["--config", str(config)])
+    rs = Rsyslog(tmp_path / "rsyslog", rs_udp, tcp_port, TLS_RECIPE, {
+        'StreamDriverPermittedPeers="lethelog.example"': 'StreamDriverPermittedPeers="localhost"',
+        "/etc/rsyslog.d/lethelog-ca.pem": str(tls.ca),
+        "/etc/rsyslog.d/lethelog-client.pem": str(tls.client_cert),
+        "/etc/rsyslog.d/lethelog-client.key": str(tls.client_key)})
+    ngx = None
+    try:
+        rs.start()
+        ngx = Nginx(tmp_path / "nginx", rs_udp)
+        sent = asyncio.run(make_requests(ngx, random.Random(29), {"udp.test": 60}))
+        rows = wait_records(svc.url, 60, 30)
+        time.sleep(0.5)  # a duplicate would arrive now
+        rows = get_records(svc.url)
+    finally:
+        if ngx is not None:
+            ngx.stop()
+        rs.stop()
+        assert svc.stop() == 0
+    masker = IPMasker(24, 48)
+    assert Counter((marker(r), r["ip"]) for r in rows) == Counter(
+        (s["marker"], masker.mask(s["ip"])) for s in sent), "every request exactly once"
+    text = logs.read_text()
+    assert '"tls":true' in text.replace(" ", "")
+    assert "TLS handshake failed" not in text and '"refused":0' in text.replace(" ", "")
+    needles = {s["ip"] for s in sent} | {s["cookie"] for s in sent} | {s["secret"] for s in sent}
+    assert files_containing(all_files(data, logs), needles) == {}
