@@ -42,6 +42,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from collector import audit_anchor
 from collector.auth import PRINCIPAL, roles_of
 from collector.log import masked_peer
 from collector.query.redact import redact_addresses
@@ -83,16 +84,20 @@ class Head:
 
 
 class AuditLog:
-    def __init__(self, path: Path, retention: float, fsync: bool = True) -> None:
+    def __init__(self, path: Path, retention: float, fsync: bool = True,
+                 key_path: Path | None = None) -> None:
         self.path = path
         self.retention = retention
         self.fsync = fsync
+        # the anchors' HMAC key, outside the data directory (collector.audit_anchor)
+        self.key_path = key_path or audit_anchor.default_key_path(path)
         self.lock_path = path.with_name(path.name + ".lock")
         self._thread_lock = threading.Lock()
 
     @classmethod
-    def in_dir(cls, data_dir: Path, retention: float, fsync: bool = True) -> AuditLog:
-        return cls(Path(data_dir) / FILE_NAME, retention, fsync)
+    def in_dir(cls, data_dir: Path, retention: float, fsync: bool = True,
+               key_path: Path | None = None) -> AuditLog:
+        return cls(Path(data_dir) / FILE_NAME, retention, fsync, key_path)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -165,7 +170,7 @@ class AuditLog:
         now = time.time() if now is None else now
         cutoff = now - self.retention
         with self._locked():
-            result = verify(self.path)
+            result = verify(self.path, self.key_path)
             if not result.ok:
                 log.error("audit_prune_refused", reason=result.message)
                 return 0
@@ -194,6 +199,11 @@ class AuditLog:
                 "through_hash": last["hash"],
                 "retention_seconds": self.retention,
             }
+            try:
+                audit_anchor.sign(new_anchor, audit_anchor.load_key(self.key_path, True) or b"")
+            except audit_anchor.AnchorKeyError as exc:
+                log.error("audit_prune_refused", reason=str(exc))
+                return 0
             new_anchor["hash"] = entry_hash(new_anchor)
             tmp = self.path.with_name(self.path.name + ".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -245,8 +255,9 @@ class Verification:
     head: Head | None = None
 
 
-def verify(path: Path) -> Verification:
-    """Check every line's hash, each ``prev`` link and the ``seq`` run; name the first bad line."""
+def verify(path: Path, key_path: Path | None = None) -> Verification:
+    """Check every line's hash, each ``prev`` link and the ``seq`` run, and that an anchor was
+    written by lethelog (``collector.audit_anchor``); name the first bad line."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -278,6 +289,14 @@ def verify(path: Path) -> Verification:
         if entry.get("kind") == "anchor":
             if n != 1:
                 return bad(n, "anchor found after the first line (lines inserted or reordered)")
+            try:
+                key = audit_anchor.load_key(key_path or audit_anchor.default_key_path(path))
+            except audit_anchor.AnchorKeyError as exc:
+                return bad(n, str(exc))
+            following = _json_or_none(lines[1]) if len(lines) > 1 else None
+            problem = audit_anchor.check(entry, key, following)
+            if problem is not None:
+                return bad(n, problem)
             expected_prev = str(entry["through_hash"])
             expected_seq = int(entry["through_seq"]) + 1
             start_note = (f"from anchor (entries 1-{entry['through_seq']} pruned, "
@@ -297,6 +316,14 @@ def verify(path: Path) -> Verification:
     head = Head(expected_seq - 1, expected_prev)
     return Verification(True, count, f"{path}: {count} entries verified {start_note}; "
                         f"head seq {head.seq} hash {head.hash}", None, head)
+
+
+def _json_or_none(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 # --------------------------------------------------------------------------- the service side
@@ -345,9 +372,13 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
 
     settings = app[SETTINGS]
     book = AuditLog.in_dir(settings.server.data_dir, settings.audit.retention,
-                           settings.audit.fsync)
+                           settings.audit.fsync, settings.audit.anchor_key_file)
     app[AUDIT] = book
     loop = asyncio.get_running_loop()
+    try:  # the anchors' key exists from the start, outside the data directory
+        await loop.run_in_executor(None, audit_anchor.load_key, book.key_path, True)
+    except audit_anchor.AnchorKeyError as exc:
+        log.error("audit_anchor_key_unavailable", reason=str(exc))
     await loop.run_in_executor(None, book.prune)
     head = await loop.run_in_executor(None, book.head)
     log.info("audit_log_opened", path=str(book.path), head_seq=head.seq, head_hash=head.hash)
@@ -357,6 +388,9 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(PRUNE_INTERVAL)
             try:
                 await loop.run_in_executor(None, book.prune)
+                head = await loop.run_in_executor(None, book.head)
+                # the witness of the chain head outside the data directory: the service log
+                log.info("audit_head", head_seq=head.seq, head_hash=head.hash)
             except Exception as exc:  # keep the service; the next hour retries
                 log.error("audit_prune_failed", error=type(exc).__name__)
 

@@ -371,6 +371,9 @@ class AuditSettings:
     retention: float = _opt(400 * 86400.0, "Audit log entries older than this are pruned "
                             "(an anchor keeps the chain verifiable).", "duration", min=3600.0)
     fsync: bool = _opt(True, "fsync the audit log after every entry.", "bool")
+    anchor_key_file: Path | None = _opt(None, "HMAC key of the retention anchors, kept outside "
+                                        "the data dir (unset: DATA_DIR.audit-key beside it).",
+                                        "path")
 
 
 ROLES = ("shipper", "sre", "security", "admin")

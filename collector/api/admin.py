@@ -190,7 +190,7 @@ async def audit_log(request: web.Request) -> web.Response:
     limit = _limit(request, 100, MAX_AUDIT)
     book = request.app[AUDIT]
     loop = asyncio.get_running_loop()
-    check = await loop.run_in_executor(None, verify, book.path)
+    check = await loop.run_in_executor(None, verify, book.path, book.key_path)
     entries = await loop.run_in_executor(None, book.entries)
     sites = request[PRINCIPAL].sites
     if sites is not None:  # a site-scoped admin sees the reads of its own sites only

@@ -15,6 +15,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     add_settings_args(v)
     v.add_argument("--file", metavar="FILE", default=None,
                    help="an audit log file (default: DATA_DIR/audit.log)")
+    v.add_argument("--key-file", metavar="FILE", default=None,
+                   help="the anchors' HMAC key (default: audit.anchor_key_file, else "
+                        "DATA_DIR.audit-key beside the data directory)")
     ls = sub.add_parser("list", help="print the newest entries")
     add_settings_args(ls)
     ls.add_argument("--limit", type=int, default=50, metavar="N")
@@ -27,17 +30,22 @@ def run(ns: argparse.Namespace) -> int:
     from collector.audit import FILE_NAME, AuditLog, verify
     from collector.query.output import table
 
+    key_path: Path | None = None
     if ns.audit_command == "verify" and ns.file:
         path = Path(ns.file)
     else:
         settings = settings_from(ns)
         path = Path(settings.server.data_dir) / FILE_NAME
+        key_path = settings.audit.anchor_key_file
     if ns.audit_command == "verify":
-        result = verify(path)
+        if ns.key_file:
+            key_path = Path(ns.key_file)
+        result = verify(path, key_path)
         print(("ok: " if result.ok else "FAILED: ") + result.message,
               file=sys.stdout if result.ok else sys.stderr)
         return 0 if result.ok else 1
-    book = AuditLog(path, settings.audit.retention, settings.audit.fsync)
+    book = AuditLog(path, settings.audit.retention, settings.audit.fsync,
+                    settings.audit.anchor_key_file)
     if ns.audit_command == "prune":
         n = book.prune()
         print(f"pruned {n} entries older than {settings.audit.retention:g}s")
