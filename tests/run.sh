@@ -29,4 +29,4 @@ PY=${PYTHON:-python3}
 
 echo "== ruff";   .venv/bin/ruff check collector masking tests bench
 echo "== mypy";   .venv/bin/mypy
-echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+echo "== pytest"; .venv/bin/python -m pytest -q -rs -p no:cacheprovider "$@"

@@ -75,7 +75,7 @@ http {{
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     err = proc.stderr.read().decode() if proc.stderr else ""
-                    pytest.skip(f"nginx did not start: {err.strip()[:300]}")
+                    pytest.fail(f"nginx is installed but did not start: {err.strip()[:300]}")
                 time.sleep(0.05)
         yield port, tmp_path / "logs" / "access.log"
     finally:
