@@ -45,8 +45,22 @@ def spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
             f"{len(values)} runs)")
 
 
+def portable(text: str) -> str:
+    """``text`` without this machine's absolute paths: the interpreter as ``.venv/bin/python``,
+    the installed packages as ``<site-packages>``, the checkout as relative paths and the corpus
+    as ``../shared/...`` (tests/test_no_machine_paths.py keeps committed files free of them)."""
+    site = next((p for p in sys.path if p.endswith("site-packages")), None)
+    swaps = [(sys.executable, ".venv/bin/python")]
+    if site:
+        swaps.append((site, "<site-packages>"))
+    swaps += [(str(ROOT) + "/", ""), (str(ROOT.parent) + "/", "../"), (str(ROOT), ".")]
+    for old, new in swaps:
+        text = text.replace(old, new)
+    return text
+
+
 def command_line(argv: Sequence[str]) -> str:
-    return " ".join(a if re.fullmatch(r"[\w./=:,+-]+", a) else repr(a) for a in argv)
+    return portable(" ".join(a if re.fullmatch(r"[\w./=:,+-]+", a) else repr(a) for a in argv))
 
 
 def _tree(pid: int) -> list[int]:
@@ -166,7 +180,7 @@ def profile_table(path: Path | str, limit: int = 14) -> str:
 def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
     """Replace (or append) the ``## heading`` section of RESULTS.md; other sections untouched."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"## {heading}\n\n{body.strip()}\n"
+    block = f"## {heading}\n\n{portable(body.strip())}\n"
     pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: block + "\n", text, count=1)

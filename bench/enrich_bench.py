@@ -2,7 +2,7 @@
 
 Usage::
 
-    /work/venv/bin/python bench/enrich_bench.py [LOG] [--city-db PATH] [--asn-db PATH] [--repeat N]
+    .venv/bin/python bench/enrich_bench.py [LOG] [--city-db PATH] [--asn-db PATH] [--repeat N]
 
 LOG defaults to ../shared/corpus/logs/elastic-examples_apache_logs (Apache combined). Client IP
 and User-Agent are taken with a plain regex; the IP is truncated to /24 (IPv4) or /48 (IPv6) with

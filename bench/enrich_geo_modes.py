@@ -2,7 +2,7 @@
 
 Usage::
 
-    /work/venv/bin/python bench/enrich_geo_modes.py [LOG] [--city-db PATH] [--asn-db PATH]
+    .venv/bin/python bench/enrich_geo_modes.py [LOG] [--city-db PATH] [--asn-db PATH]
         [--v4-bits 24] [--v6-bits 48]
 
 For every record of LOG (Apache/nginx combined; client IP taken with a plain regex) the client

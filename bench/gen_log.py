@@ -2,7 +2,7 @@
 
 Usage::
 
-    /work/venv/bin/python bench/gen_log.py [-n 1000000] [-o bench/data/access-1M.log] [--seed 1]
+    .venv/bin/python bench/gen_log.py [-n 1000000] [-o bench/data/access-1M.log] [--seed 1]
 
 What it holds (printed to stderr at the end so a run documents itself):
 

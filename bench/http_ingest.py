@@ -4,7 +4,7 @@ fast ended sessions are deleted compared with the ingest rate.
 
 Usage::
 
-    /work/venv/bin/python bench/http_ingest.py [--seconds 20] [--shippers 8] [--batch 1000]
+    .venv/bin/python bench/http_ingest.py [--seconds 20] [--shippers 8] [--batch 1000]
         [--runs 3] [--live 1000000] [--write]
 
 Three measurements, each against a fresh ``lethelog serve`` subprocess (default settings: SQLite

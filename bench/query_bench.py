@@ -2,7 +2,7 @@
 
 Usage::
 
-    /work/venv/bin/python bench/query_bench.py [--lines 1000000] [--reps 20] [--data-dir DIR]
+    .venv/bin/python bench/query_bench.py [--lines 1000000] [--reps 20] [--data-dir DIR]
 
 The real log (../shared/corpus/logs/elastic-examples_apache_logs) goes once through the serve
 pipeline (parse, mask, scrub, GeoIP, User-Agent); its stored records are then copied, each copy

@@ -1,7 +1,7 @@
 """Store backends side by side: the same stored records written to SQLite and to a local
 three-node Redis Cluster (started here, as the tests do), in batches like HTTP ingest sends.
 
-    /work/venv/bin/python bench/store_backends.py [--records 50000] [--batch 1000] [--writers 4]
+    .venv/bin/python bench/store_backends.py [--records 50000] [--batch 1000] [--writers 4]
 
 Prints records/s for each backend, with one writer and with ``--writers`` concurrent writers
 (group commit merges what waits), and the ratio Redis/SQLite measured in this one run.

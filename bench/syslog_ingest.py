@@ -2,7 +2,7 @@
 
 Usage::
 
-    /work/venv/bin/python bench/syslog_ingest.py [-n 50000] [--udp-rate 5000]
+    .venv/bin/python bench/syslog_ingest.py [-n 50000] [--udp-rate 5000]
 
 Against a fresh ``lethelog serve`` subprocess each (default settings, loopback, no tokens):
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    /work/venv/bin/python bench/vs_goaccess.py [--lines 1000000] [--runs 3] [--city-db PATH]
+    .venv/bin/python bench/vs_goaccess.py [--lines 1000000] [--runs 3] [--city-db PATH]
         [--workers N] [--profile] [--write]
 
 Generates ``bench/data/access-<lines>.log`` with ``bench/gen_log.py`` if it is missing, then runs,
