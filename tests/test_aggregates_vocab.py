@@ -13,7 +13,7 @@ from collector.commands.ua_vocab import families, render, rule_families
 from masking.ua_families import BROWSERS, OSES
 from masking.vocab import HTTP_METHODS, NEEDS_K, OTHER, RULES, aggregate_value
 from tests.aggtools import db_rows, rec, ship, start, wait_for
-from tests.conftest import corpus_file
+from tests.conftest import data_file
 
 FORGED = {
     "203.0.113.177/1.0 CFNetwork/758.0.2 Darwin/15.0.0": "203.0.113.177",
@@ -59,7 +59,7 @@ def test_open_captures_contribute_no_family() -> None:
 
 
 def test_generated_families_are_current() -> None:
-    uap = corpus_file("ua/test_ua.yaml").parent
+    uap = data_file("ua/test_ua.yaml").parent  # copied unchanged (tests/data/NOTICE.md)
     text = render(*families(uap))
     current = (Path(__file__).resolve().parents[1] / "masking" / "ua_families.py").read_text()
     assert text == current, ("masking/ua_families.py is stale: run python -m "
