@@ -63,6 +63,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield chosen
     finally:
         backends.CURRENT = None
+
+
 # --------------------------------------------------------------------------- skips in CI
 # In CI (CI=true) tests/run.sh installs every service and tool the tests need, and
 # ../shared/corpus is present: a test that skips there skipped for something that should have
