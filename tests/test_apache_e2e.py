@@ -12,6 +12,7 @@ agents, languages and session cookies; each must be stored exactly once, masked.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import re
@@ -19,7 +20,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +38,11 @@ APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 MODULES = Path("/usr/lib/apache2/modules")
 RECIPE = ROOT / "deploy" / "apache" / "lethelog.conf"
 PAGE = Path("/usr/share/apache2/default-site/index.html")  # readable by Apache's user
+# the LogFormat nicknames Debian's /etc/apache2/apache2.conf defines (as of apache2 2.4 in
+# bookworm), which the recipe's alternative relies on
+_UA_REF = r'\"%{Referer}i\" \"%{User-Agent}i\"'
+DEBIAN_LOGFORMATS = (rf'LogFormat "%v:%p %h %l %u %t \"%r\" %>s %O {_UA_REF}" vhost_combined'
+                     "\n" + rf'LogFormat "%h %l %u %t \"%r\" %>s %O {_UA_REF}" combined')
 
 
 def recipe_log_format() -> str:
@@ -44,15 +52,16 @@ def recipe_log_format() -> str:
 
 
 class Apache:
-    def __init__(self, root: Path, syslog_port: int) -> None:
+    def __init__(self, root: Path, syslog_port: int, recipe: str | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.ports = {"apache.test": self.port}  # what make_requests reads
         (root / "run").mkdir(parents=True)
-        recipe = RECIPE.read_text()
-        assert "--port 5514 " in recipe
-        (root / "lethelog.conf").write_text(recipe.replace("--port 5514 ",
-                                                           f"--port {syslog_port} "))
+        if recipe is None:
+            recipe = RECIPE.read_text()
+            assert "--port 5514 " in recipe
+            recipe = recipe.replace("--port 5514 ", f"--port {syslog_port} ")
+        (root / "lethelog.conf").write_text(recipe)
         user = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
         mods = "".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so\n"
                        for m in ("mpm_event", "authz_core", "alias", "remoteip"))
@@ -64,6 +73,7 @@ DefaultRuntimeDir {root}/run
 Mutex file:{root}/run default
 ErrorLog {root}/error.log
 {user}{mods}
+{DEBIAN_LOGFORMATS}
 DocumentRoot {PAGE.parent}
 <Directory />
     Require all denied
@@ -75,9 +85,11 @@ AliasMatch ^/shop/ {PAGE}
 RedirectMatch 404 ^/missing/
 Include {root}/lethelog.conf
 """)
+        # the environment of a service manager: no HOME, a plain PATH
         self.proc = subprocess.Popen([APACHE, "-d", str(root), "-f", str(root / "apache2.conf"),
                                       "-DFOREGROUND"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT,
+                                     env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"})
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -171,3 +183,73 @@ def test_apache_ships_through_logger(apache_and_service: tuple[Apache, ServicePr
     needles = ({s["ip"] for s in sent} | {s["cookie"] for s in sent}
                | {s["secret"] for s in sent})
     assert files_containing(files, needles) == {}, "no raw address, cookie or secret kept"
+
+
+def test_apache_ships_through_lethelog_ship(tmp_path: Path) -> None:
+    """The recipe's at-least-once alternative: a piped `lethelog ship -` posting Apache's
+    vhost_combined lines over HTTP with a shipper token (the active logger line commented out,
+    the commented ship line enabled; its binary, URL and token file templated)."""
+    if not Path(APACHE).exists() or not (MODULES / "mod_remoteip.so").exists():
+        pytest.skip("apache2 is not installed (tests/run.sh installs Debian's apache2)")
+    exe = Path(sys.executable).with_name("lethelog")
+    if not exe.exists():
+        pytest.skip("the lethelog console script is not installed next to this python")
+    from collector.auth import new_token
+
+    ship_token, ship_hash = new_token()
+    read_token, read_hash = new_token()
+    cfg = tmp_path / "lethelog.toml"
+    cfg.write_text('[sessions]\nidle_timeout = "1d"\n'
+                   f'[[tokens]]\nname = "apache"\nroles = ["shipper"]\nsha256 = "{ship_hash}"\n'
+                   'operator = true\n'
+                   f'[[tokens]]\nname = "reader"\nroles = ["sre"]\nsha256 = "{read_hash}"\n'
+                   'operator = true\n')
+    token_file = tmp_path / "apache.token"
+    token_file.write_text(ship_token + "\n")
+    token_file.chmod(0o600)
+    svc = ServiceProcess(tmp_path / "lethelog-data", tmp_path / "service.log",
+                         args=["--config", str(cfg)])
+    recipe = RECIPE.read_text()
+    active = re.search(r'^CustomLog "\|/usr/bin/logger .*$', recipe, re.M)
+    alternative = re.search(r'^# (CustomLog "\|/opt/lethelog/.*)$', recipe, re.M)
+    assert active and alternative
+    line = (alternative.group(1)
+            .replace("/opt/lethelog/.venv/bin/lethelog", str(exe))
+            .replace("https://lethelog.example:8780", svc.url)
+            .replace("/etc/lethelog/apache.token", str(token_file)))
+    assert line.count(str(tmp_path)) == 1 and str(exe) in line
+    recipe = recipe.replace(active.group(0), "# " + active.group(0)).replace(
+        alternative.group(0), line)
+    apache = None
+    try:
+        apache = Apache(tmp_path / "apache", 0, recipe)
+        sent = asyncio.run(make_requests(apache, random.Random(31),  # type: ignore[arg-type]
+                                         {"apache.test": 60}))
+        rows: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(rows) < len(sent):
+            rows = _records(svc.url, read_token)
+            time.sleep(0.3)
+        time.sleep(0.5)
+        rows = _records(svc.url, read_token)
+    finally:
+        if apache is not None:
+            apache.stop()
+        svc.stop()
+    got = Counter(re.search(r"/(mapa\d{5})", r["path"] or "").group(1)  # type: ignore[union-attr]
+                  for r in rows)
+    assert got == Counter(s["marker"] for s in sent), "every request exactly once"
+    masker = IPMasker(24, 48)
+    by = {re.search(r"/(mapa\d{5})", r["path"]).group(1): r for r in rows}  # type: ignore[union-attr]
+    for s in sent:
+        r = by[s["marker"]]
+        assert r["ip"] == masker.mask(s["ip"]), "the client behind X-Forwarded-For, masked"
+        assert r["host"] == "apache.test:80"  # vhost_combined: %v:%p
+        assert r["status"] == s["status"]
+
+
+def _records(url: str, token: str) -> list[dict[str, Any]]:
+    req = urllib.request.Request(f"{url}/v1/records?limit=1000",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return [json.loads(x) for x in resp.read().splitlines() if x]
