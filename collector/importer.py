@@ -55,11 +55,11 @@ log = structlog.get_logger("lethelog.import")
 CHUNK_LINES = 4000  # lines per task sent to a worker
 FIRST_ERRORS = 5  # rejected lines listed in the summary
 HOLD_RECORDS = 200_000  # replay mode's default cap on records held in memory
-# From this many workers on, they also count the session-independent aggregates of their chunks
-# (collector.aggregates.counter.partial_counts): it unloads the one store writer, the serial
-# part, at the price of more CPU in total (~7 us a record in the workers for ~4 us saved in
-# the writer, plus bigger results to unpickle), which only pays when there are cores to spare.
-PRECOUNT_WORKERS = 3
+# Workers could also count the session-independent aggregates of their chunks
+# (collector.aggregates.counter.partial_counts, ``--precount``); the SQLite store now counts a
+# batch's aggregates on columns (collector.aggregates.frame_counter) and ignores them, so it is
+# off unless asked for.
+PRECOUNT_WORKERS = 1_000_000
 
 
 class ImportFailed(Exception):

@@ -6,9 +6,11 @@ import sqlite3
 import time
 from collections.abc import Container, Sequence
 
+import polars as pl
 import structlog
 
 from collector.aggregates.counter import Aggregator, Partial
+from collector.aggregates.frame_counter import FrameAggregator
 from collector.aggregates.maintain import maintain
 from collector.aggregates.schema import SCHEMA, migrate
 from collector.record import Record
@@ -24,8 +26,9 @@ class StoreAggregates:
         self.settings = settings
         site_k = {s.name: int(s.overrides["k_anonymity"]) for s in settings.sites
                   if "k_anonymity" in s.overrides}
-        self.counter = Aggregator(settings.masking.ipv4_keep_bits, settings.masking.ipv6_keep_bits,
-                                  settings.aggregates.k_anonymity, site_k)
+        m = settings.masking
+        self.counter: Aggregator = FrameAggregator(
+            m.ipv4_keep_bits, m.ipv6_keep_bits, settings.aggregates.k_anonymity, site_k)
         self._next_maintain = 0.0
         self.rows_written = 0
 
@@ -38,6 +41,17 @@ class StoreAggregates:
     def add(self, records: Sequence[Record], sids: Sequence[int | None],
             partial: Partial | None = None) -> None:
         self.counter.add(records, sids, partial)
+
+    def add_frame(self, df: pl.DataFrame, sids: pl.Series) -> None:
+        """Count a batch given as columns (``collector.store.frame``); ``sids``: each row's
+        session (null: none)."""
+        counter = self.counter
+        if isinstance(counter, FrameAggregator):
+            counter.add_frame(df, sids)
+        else:
+            from collector.store.frame import to_records
+
+            counter.add(to_records(df), sids.to_list())
 
     def flush(self, conn: sqlite3.Connection, wall: float) -> None:
         self.rows_written += self.counter.flush(conn, wall)

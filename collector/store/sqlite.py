@@ -51,7 +51,7 @@ from collector.store.base import (
     SweepResult,
     WriteResult,
 )
-from collector.store.frame import Batch, sql_columns, to_frame, to_records
+from collector.store.frame import Batch, sql_columns, to_frame
 from collector.store.sessionize import assign
 from collector.timefmt import rfc3339
 
@@ -282,8 +282,7 @@ class SQLiteStore(Store):
                      partial: Partial | None = None) -> WriteResult:
         df = to_frame(batch)
         got = assign(df, self.table, wall)
-        self.aggregates.add(batch if isinstance(batch, list) else to_records(df),
-                            got.sids.to_list(), partial)
+        self.aggregates.add_frame(df, got.sids)  # partial: not needed on columns
         rows = df.select(got.sids.alias("sid"), *sql_columns(df)).filter(
             pl.col("sid").is_not_null())
         held = 0

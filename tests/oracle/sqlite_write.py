@@ -12,9 +12,11 @@ from typing import Any
 
 import orjson
 
-from collector.aggregates.counter import Partial
+from collector.aggregates.counter import Aggregator, Partial
+from collector.metrics import Metrics
 from collector.record import Record
 from collector.sessions import Session
+from collector.settings import Settings
 from collector.store.base import WriteResult
 from collector.store.frame import to_records
 from collector.store.sqlite import _INSERT, _UPSERT_SESSION, COLUMNS, SQLiteStore
@@ -38,7 +40,13 @@ def row(sid: int, rec: Record) -> tuple[Any, ...]:
 
 
 class OracleStore(SQLiteStore):
-    """``SQLiteStore`` writing one record at a time, as before the columnar write."""
+    """``SQLiteStore`` writing one record at a time, as before the columnar write, with the
+    record-at-a-time aggregates counter (``collector.aggregates.counter.Aggregator``)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        super().__init__(settings, metrics)
+        old = self.aggregates.counter
+        self.aggregates.counter = Aggregator(old.v4, old.v6, old.k, old.site_k)
 
     def _write_batch(self, conn: sqlite3.Connection, records: Any, wall: float,
                      partial: Partial | None = None) -> WriteResult:
