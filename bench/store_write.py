@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.store_backends import records  # noqa: E402
-from collector.metrics import Metrics  # noqa: E402
-from collector.store.frame import to_frame  # noqa: E402
-from collector.store.sqlite import SQLiteStore  # noqa: E402
-from tests.service import make_settings  # noqa: E402
+from bench.store_backends import records
+from collector.metrics import Metrics
+from collector.store.frame import to_frame
+from collector.store.sqlite import SQLiteStore
+from tests.service import make_settings
 
 
 async def main(ns: argparse.Namespace) -> None:

@@ -304,9 +304,9 @@ class FrameAggregator(Aggregator):
 
     def flush(self, conn: sqlite3.Connection, wall: float) -> int:
         """Upsert the batches' counts, one row per (minute, site, dimension, value)."""
-        from collector.aggregates.counter import _add_targets
+        from collector.aggregates.counter import add_targets
 
-        _add_targets(self.pending, self.targets.drain())
+        add_targets(self.pending, self.targets.drain())
         frames = [f.with_columns(pl.col(c).cast(pl.Float64) for c in f.columns
                                  if c not in _KEY) for f in self.frames]
         if self.pending:
