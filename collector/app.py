@@ -34,6 +34,7 @@ from collector.dashboard import cookie_middleware
 from collector.detect import DetectorRunner
 from collector.enrich.geo import GeoEnricher
 from collector.enrich.ua import UAEnricher
+from collector.faults import FAULTS, Faults
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline, build_steps
 from collector.settings import Settings
@@ -145,6 +146,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[FAULTS] = Faults()
     app[STARTED] = time.time()
     app[TOKENS] = TokenBook(settings.tokens)
     if app[TOKENS].open:

@@ -44,6 +44,7 @@ from aiohttp import web
 
 from collector import audit_anchor
 from collector.auth import PRINCIPAL, roles_of
+from collector.faults import FAULTS, append_all_or_nothing
 from collector.log import masked_peer
 from collector.query.redact import redact_addresses
 from collector.timefmt import parse_rfc3339, rfc3339
@@ -128,13 +129,8 @@ class AuditLog:
                     "outcome": outcome, "prev": head.hash,
                 }
                 entry["hash"] = entry_hash(entry)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    os.write(fd, orjson.dumps(entry) + b"\n")
-                    if self.fsync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
+                # whole line or nothing: a full disk never leaves half an entry behind
+                append_all_or_nothing(self.path, orjson.dumps(entry) + b"\n", self.fsync)
                 return entry
         except OSError as exc:
             log.error("audit_write_failed", error=type(exc).__name__)
@@ -145,10 +141,41 @@ class AuditLog:
         last = _last_line(self.path)
         if last is None:
             return Head(0, GENESIS)
-        entry = orjson.loads(last)
+        try:
+            entry = orjson.loads(last)
+        except orjson.JSONDecodeError:
+            raise AuditError("audit log ends with a damaged line (repaired at start-up)") from None
         if entry.get("kind") == "anchor":
             return Head(int(entry["through_seq"]), str(entry["through_hash"]))
         return Head(int(entry["seq"]), str(entry["hash"]))
+
+    def repair_tail(self) -> dict[str, Any] | None:
+        """A torn last line (a crash or full disk mid-append): move it to
+        ``audit.log.torn-<time>`` as evidence and cut the log back to its last whole line.
+        Returns what was found (for the log and ``/healthz``), None when the tail is whole."""
+        with self._locked():
+            try:
+                data = self.path.read_bytes()
+            except FileNotFoundError:
+                return None
+            cut = data.rfind(b"\n", 0, len(data) - 1) + 1 if data else 0
+            tail = data[cut:]
+            if not tail:
+                return None
+            try:
+                whole = tail.endswith(b"\n") and isinstance(orjson.loads(tail), dict)
+            except orjson.JSONDecodeError:
+                whole = False
+            if whole:
+                return None
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            evidence = self.path.with_name(f"{self.path.name}.torn-{stamp}")
+            evidence.write_bytes(tail)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(cut)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return {"file": evidence.name, "bytes": len(tail), "line": data[:cut].count(b"\n") + 1}
 
     # ------------------------------------------------------------------ reading
 
@@ -375,13 +402,27 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
                            settings.audit.fsync, settings.audit.anchor_key_file)
     app[AUDIT] = book
     loop = asyncio.get_running_loop()
+    try:  # a torn last line never stops start-up: kept as evidence, reported, cut off
+        torn = await loop.run_in_executor(None, book.repair_tail)
+    except OSError as exc:
+        torn = None
+        log.error("audit_repair_failed", error=type(exc).__name__)
+    if torn is not None:
+        log.error("audit_torn_tail", **torn,
+                  detail="the last audit line was incomplete (crash or full disk while it was "
+                         "written); kept as evidence and cut from the log")
+        if FAULTS in app:
+            app[FAULTS].report("audit_torn_tail", **torn)
     try:  # the anchors' key exists from the start, outside the data directory
         await loop.run_in_executor(None, audit_anchor.load_key, book.key_path, True)
     except audit_anchor.AnchorKeyError as exc:
         log.error("audit_anchor_key_unavailable", reason=str(exc))
-    await loop.run_in_executor(None, book.prune)
-    head = await loop.run_in_executor(None, book.head)
-    log.info("audit_log_opened", path=str(book.path), head_seq=head.seq, head_hash=head.hash)
+    try:
+        await loop.run_in_executor(None, book.prune)
+        head = await loop.run_in_executor(None, book.head)
+        log.info("audit_log_opened", path=str(book.path), head_seq=head.seq, head_hash=head.hash)
+    except (OSError, AuditError) as exc:  # e.g. a full disk: reads answer 503 until it clears
+        log.error("audit_open_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     async def prune_forever() -> None:
         while True:

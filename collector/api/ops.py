@@ -10,6 +10,7 @@ from aiohttp import web
 from collector import __version__
 from collector.appkeys import GEO, METRICS, STARTED, STORE
 from collector.auth import PUBLIC, requires
+from collector.faults import FAULTS
 
 
 @requires(PUBLIC)
@@ -24,6 +25,10 @@ async def healthz(request: web.Request) -> web.Response:
                   "sessions": stats.sessions, "queue_depth": stats.queue_depth},
         "databases": geo.info(),
     }
+    faults = request.app[FAULTS].public() if FAULTS in request.app else {}
+    if faults:  # still alive (200), but say what is wrong: full disk, torn audit tail, ...
+        body["status"] = "degraded"
+        body["faults"] = faults
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from collector.appkeys import METRICS, PIPELINE, SETTINGS, STORE
 from collector.auth import PRINCIPAL, requires
+from collector.faults import FAULTS, RETRY_AFTER, disk_fault
 from collector.pipeline import BatchResult
 from collector.sources.body import BodyError, read_body
 from collector.sources.offloop import ParseTimeout, take
@@ -99,6 +101,16 @@ async def post_logs(request: web.Request) -> web.Response:
         metrics.inc("lethelog_requests_refused_total", reason="queue_full")
         return refuse(503, "store queue is full, retry later",
                       {"Retry-After": str(max(1, int(exc.retry_after)))})
+    except Exception as exc:  # the store rolled the batch back: nothing of it is kept
+        return store_failed(request, exc)
+    if store_lost(request.app[STORE]):
+        # the data directory was removed under the service: what was "committed" went into an
+        # unlinked file, so it is not acknowledged (the shipper retries once it is restored)
+        request.app[FAULTS].report("store_write", error="data directory lost")
+        metrics.inc("lethelog_requests_refused_total", reason="disk")
+        return refuse(507, "the data directory is gone (lethelog.db missing): nothing of the "
+                           "request is kept; restore it and restart", {"Retry-After": "60"})
+    request.app[FAULTS].clear("store_write")
     metrics.inc("lethelog_records_accepted_total", len(result.records))
     for _, reason in result.errors:
         metrics.inc("lethelog_records_rejected_total", reason=reason_class(reason))
@@ -112,6 +124,28 @@ async def post_logs(request: web.Request) -> web.Response:
         "dropped": result.dropped,
         "errors": [{"line": line, "error": err} for line, err in result.errors[:MAX_ERRORS]],
     })
+
+
+def store_lost(store: Any) -> bool:
+    """The store's file (embedded backend) no longer exists on disk: one stat."""
+    path = getattr(store, "path", None)
+    return path is not None and not os.path.exists(path)
+
+
+def store_failed(request: web.Request, exc: Exception) -> web.Response:
+    """A write the store could not commit: ``507`` for a disk fault (full, read-only, gone),
+    else ``503``; both with ``Retry-After`` and nothing of the request stored."""
+    fault = disk_fault(exc)
+    metrics = request.app[METRICS]
+    metrics.inc("lethelog_requests_refused_total", reason="disk" if fault else "store_error")
+    if fault is not None:
+        request.app[FAULTS].report("store_write", error=fault)
+        log.error("store_write_refused", error=fault)
+        return refuse(507, f"the store cannot write ({fault}): nothing of the request was "
+                           "stored, retry later", {"Retry-After": str(RETRY_AFTER)})
+    log.error("store_write_refused", error=type(exc).__name__)
+    return refuse(503, f"the store could not commit ({type(exc).__name__}): nothing of the "
+                       "request was stored, retry later", {"Retry-After": "5"})
 
 
 def reason_class(reason: str) -> str:

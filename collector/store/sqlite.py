@@ -238,6 +238,7 @@ class SQLiteStore(Store):
                     result = getattr(self, f"_do_{kind}")(conn, payload)
                 except BaseException as exc:  # reported to the caller, never kills the writer
                     log.error("store_job_failed", job=kind, error=type(exc).__name__)
+                    self._recover(conn, reload=kind in ("sweep", "erase"))
                     self._resolve(fut, None, exc)
                 else:
                     self._resolve(fut, result, None)
@@ -258,12 +259,10 @@ class SQLiteStore(Store):
             self.aggregates.flush(conn, wall)
             conn.execute("COMMIT")
         except BaseException as exc:
-            conn.execute("ROLLBACK") if conn.in_transaction else None
             log.error("store_write_failed", error=type(exc).__name__, detail=str(exc)[:200])
             self._records -= self._held_count  # held sessions are gone with the table
             self._held, self._held_count = {}, 0
-            self._reload_sessions(conn)
-            self.aggregates.rolled_back(conn)
+            self._recover(conn, reload=True)
             for _, _, fut in jobs:
                 self._resolve(fut, None, exc)
             with self._pending_lock:
@@ -388,6 +387,23 @@ class SQLiteStore(Store):
             self.metrics.inc("lethelog_sessions_ended_total", sessions)
         if records:
             self.metrics.inc("lethelog_records_deleted_total", records)
+
+    def _recover(self, conn: sqlite3.Connection, reload: bool) -> None:
+        """After a failed job (a full or read-only disk): roll back, and rebuild what memory
+        holds from the database, so the next job starts clean once the disk is writable again.
+        Never raises: the writer thread must outlive any disk fault."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error("store_rollback_failed", error=type(exc).__name__)
+        if not reload:
+            return
+        try:
+            self._reload_sessions(conn)
+            self.aggregates.rolled_back(conn)
+        except Exception as exc:  # the next failed or good job tries again
+            log.error("store_reload_failed", error=type(exc).__name__)
 
     def _reload_sessions(self, conn: sqlite3.Connection) -> None:
         """After a rolled-back transaction, rebuild the in-memory table from the database."""
