@@ -9,7 +9,8 @@ for pkg_bin in nginx:/usr/sbin/nginx redis-server:/usr/bin/redis-server \
                chromium:/usr/bin/chromium goaccess:/usr/bin/goaccess \
                rsyslog:/usr/sbin/rsyslogd apache2:/usr/sbin/apache2 \
                systemd:/usr/bin/systemd-analyze openssl:/usr/bin/openssl \
-               rsyslog-gnutls:/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so; do
+               rsyslog-gnutls:/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so \
+               curl:/usr/bin/curl; do
   [ -e "${pkg_bin#*:}" ] || need+=("${pkg_bin%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
