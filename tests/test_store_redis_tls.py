@@ -8,6 +8,7 @@ a wrong CA, a wrong password or a missing client certificate stop start-up with 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -197,3 +198,23 @@ def test_tls_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"^store\.redis_tls_verify"):
         load_settings(cfg, env={})
 
+
+
+def test_acl_covers_every_command_the_store_sends() -> None:
+    """Every redis-py call of collector/store/redis*.py is in the documented ACL: a new one
+    must be added to collector.store.redis_acl.CLIENT_COMMANDS (and docs/scale-out.md)."""
+    from collector.store.redis_acl import CLIENT_COMMANDS, METHOD_COMMANDS, NOT_COMMANDS
+
+    sent: set[str] = set()
+    for path in (ROOT / "collector" / "store").glob("redis*.py"):
+        text = path.read_text()
+        for name in re.findall(r"\b(?:client|pipe|p)\.([a-z_]+)\(", text):
+            if name not in NOT_COMMANDS:
+                sent.add(METHOD_COMMANDS.get(name, name))
+        sent.update(c.lower() for c in re.findall(r'execute_command\(\s*"([A-Z]+)"', text))
+    lua = (ROOT / "collector" / "store" / "redis_lua.py").read_text()
+    assert len(re.findall(r"redis\.p?call\(", lua)) == len(
+        re.findall(r"""redis\.p?call\(\s*['"][A-Za-z]+['"]""", lua)), \
+        "every redis.call names its command literally (redis_acl reads them)"
+    missing = sorted(sent - set(CLIENT_COMMANDS))
+    assert missing == [], f"collector.store.redis_acl.CLIENT_COMMANDS lacks {missing}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import sys
 
-from collector.store.redis_lua import SCRIPTS
+from collector.store import redis_lua
 
 # Sent by redis-py and the store itself (not from scripts). CLIENT SETINFO is tried by redis-py
 # on connect and its refusal ignored, so it is not granted.
@@ -24,15 +24,34 @@ CLIENT_COMMANDS: tuple[str, ...] = (
     "ping",
     "script|load",  # the store's scripts, loaded on every primary at start-up
     "evalsha",  # every write and sweep
-    "hsetnx", "hget", "hgetall", "hmget",  # bucket count, log clocks, counts
+    "hsetnx", "hget", "hgetall", "hmget",  # bucket count, log clocks, counts, aggregates
     "set", "mget",  # the shared pseudonymisation secrets
+    "sadd", "smembers",  # the sites that have aggregates
+    "zadd", "zrange", "zrangebyscore", "zrem",  # each site's index of aggregate hours
 )
+
+# redis-py methods that are not Redis commands
+NOT_COMMANDS = frozenset({"aclose", "close", "execute", "get_nodes", "initialize", "pipeline",
+                          "execute_command", "reset"})
+# redis-py method names whose command is spelled differently
+METHOD_COMMANDS = {"script_load": "script|load"}
+
+
+def _lua_sources() -> list[str]:
+    """Every Lua source in collector.store.redis_lua (its strings, and its dicts of them)."""
+    out: list[str] = []
+    for value in vars(redis_lua).values():
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict):
+            out.extend(v for v in value.values() if isinstance(v, str))
+    return out
 
 
 def script_commands() -> tuple[str, ...]:
     """Every command the store's Lua scripts call, lower case, sorted."""
     found: set[str] = set()
-    for src in SCRIPTS.values():
+    for src in _lua_sources():
         found.update(m.lower() for m in re.findall(r"redis\.p?call\(\s*'([A-Za-z]+)'", src))
         found.update(m.lower() for m in re.findall(r'redis\.p?call\(\s*"([A-Za-z]+)"', src))
     return tuple(sorted(found))
