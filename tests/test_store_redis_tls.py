@@ -173,11 +173,21 @@ def test_wrong_password_fails_start_up_with_one_line(
 
 def test_missing_client_certificate_fails_start_up_with_one_line(
         tls_cluster: tuple[RedisClusterProcs, TlsFiles], tmp_path: Path) -> None:
+    """In-process (the CLI's one-line path is shown by the two tests above)."""
+    import asyncio
+
+    from collector.settings import SettingsError, load_settings
+    from collector.store.redis import connected
+
     c, tls = tls_cluster
-    line = start_up_error(c, tls, tmp_path, LETHELOG_STORE_REDIS_TLS_CERT="",
-                          LETHELOG_STORE_REDIS_TLS_KEY="")
-    assert line.startswith("lethelog: bad setting: store.redis_tls: the TLS handshake with the "
-                           "Redis Cluster at"), line
+    env = {k: v for k, v in env_for(c, tls).items()
+           if k not in ("LETHELOG_STORE_REDIS_TLS_CERT", "LETHELOG_STORE_REDIS_TLS_KEY")}
+    settings = load_settings(None, env=env, overrides={"server.data_dir": str(tmp_path / "d")})
+    with pytest.raises(SettingsError) as err:
+        asyncio.run(connected(settings))
+    line = str(err.value)
+    assert "\n" not in line
+    assert line.startswith("store.redis_tls: the TLS handshake with the Redis Cluster at"), line
 
 
 def test_tls_settings_are_checked(tmp_path: Path) -> None:
