@@ -63,7 +63,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def enrich_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    geo = GeoEnricher(settings.enrich, settings.server.data_dir)
+    geo = GeoEnricher(settings.enrich, settings.server.data_dir, background=True)
     app[GEO] = geo
     app[UA] = UAEnricher(settings.enrich.ua_cache_size)
     if not geo.configured:

@@ -116,3 +116,16 @@ def pytest_make_collect_report(collector: pytest.Collector
     report: pytest.CollectReport = outcome.get_result()
     if report.skipped and in_ci():  # a module-level skip (pytest.skip(allow_module_level=True))
         _fail_skip_in_ci(report)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _geo_defaults_converted() -> None:
+    """The zero-config GeoIP data converted once before any service starts, so every test sees
+    the same databases (`serve` would otherwise swap them in when its background conversion
+    ends; `lethelog geoip prepare` in tests/run.sh does the same ahead of time)."""
+    from collector.enrich import fastdata
+
+    for kind in fastdata.KINDS:
+        source = fastdata.find_source(kind)
+        if source is not None:
+            fastdata.open_cached(kind, source)

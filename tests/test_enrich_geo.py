@@ -205,18 +205,21 @@ def test_stale_warning_when_older_than_max_db_age() -> None:
     assert "max_db_age" in city["warning"]
 
 
-def test_default_db_serves_country_when_nothing_configured(tmp_path: Path) -> None:
+def test_packaged_city_database_is_the_fallback_without_plevin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collector.enrich import fastdata
+
     default = find_default_database()
     if default is None:
         pytest.skip("no GeoIP package from PyPI installed (maxminddb-geolite2 is a dependency)")
+    monkeypatch.setattr(fastdata, "find_source", lambda kind: None)  # plevin uninstalled
     g = GeoEnricher(EnrichSettings(), tmp_path)
     assert g.configured
-    entry = next(i for i in g.info() if i["role"] == default.role)
-    assert all(i["default"] for i in g.info())  # geoip2fast adds country and asn
+    (entry,) = g.info()
     assert entry["default"] is True
     assert entry["package"].startswith(default.package)
     assert entry["licence"] and entry["build_date"] < "2026-01-01"
-    assert entry["stale"] is True  # every PyPI database is older than 400 days today
+    assert entry["stale"] is True  # every packaged City database is older than 400 days
     assert g.lookup("8.8.8.0", None)["country"] == "US"
     assert g.lookup("81.2.69.0", None)["country"] == "GB"
 

@@ -13,6 +13,7 @@ serves country/region/city (see :mod:`.defaults`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import importlib.metadata
@@ -65,12 +66,15 @@ _PRECISION = {"country": 0, "region": 1, "city": 2}
 # Addresses looked up once after opening a file, to refuse files whose data section is broken.
 _PROBES = ("1.1.1.1", "8.8.8.8", "81.2.69.142", "2001:4860::1")
 
-FAST_LICENCE = (
-    "MaxMind GeoLite2 Country and ASN data of 2024-06-18 as converted by geoip2fast (GeoLite2 "
-    "End User License Agreement, https://www.maxmind.com/en/geolite2/eula: This product "
-    "includes GeoLite2 data created by MaxMind, available from https://www.maxmind.com); "
-    "package code MIT"
-)
+PLEVIN_LICENCE = {
+    "place": "plevin place database (built daily from MaxMind GeoLite2-City under the GeoLite2 "
+             "EULA, IP2Location LITE DB11 under CC BY-SA 4.0 — 'This site or product includes "
+             "IP2Location LITE data available from https://lite.ip2location.com' — and GeoNames "
+             "under CC BY 4.0); reader Apache-2.0",
+    "network": "plevin network database (built daily from RIPE RIS routing data and RIR "
+               "registry data under the RIRs' terms, RIPE NCC AS names, CAIDA AS Organizations "
+               "under the CAIDA AUP, PeeringDB under CC BY 4.0); reader Apache-2.0",
+}
 
 StatKey = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
 
@@ -88,8 +92,8 @@ def _source_note(database_type: str, description: str) -> str:
         return "MaxMind GeoIP2 (commercial MaxMind licence)"
     if t.startswith("dbip"):
         return "DB-IP Lite (CC BY 4.0; attribution: IP Geolocation by DB-IP)"
-    if t.startswith("geoip2fast"):
-        return FAST_LICENCE
+    if t.startswith("plevin"):
+        return PLEVIN_LICENCE["place" if "city" in t else "network"]
     return description or database_type
 
 
@@ -166,12 +170,7 @@ def _extract(dbs: Mapping[str, _Database], precision: int) -> Callable[[str], di
     isp = dbs.get("isp")
     anon = dbs.get("anonymous_ip")
     conn = dbs.get("connection_type")
-    located = [d for d in (city, country) if d is not None]
-    # The newest database decides the country; an older one may only add region, city and
-    # time zone where it places the address in that same country (a fresh country table beside
-    # an old city database must not be contradicted by the old one).
-    located.sort(key=lambda d: -d.build_epoch)
-    location_dbs = [d.reader for d in located]
+    location_dbs = [d.reader for d in (city, country) if d is not None]
 
     def look(address: str) -> dict[str, Any]:
         out = dict(_EMPTY)
@@ -179,11 +178,9 @@ def _extract(dbs: Mapping[str, _Database], precision: int) -> Callable[[str], di
             rec = reader.get(address)
             if not rec:
                 continue
-            c = rec.get("country") or {}
             if out["country"] is None:
+                c = rec.get("country") or {}
                 out["country"] = c.get("iso_code")
-            elif c.get("iso_code") != out["country"]:
-                continue
             if precision >= 1 and out["region"] is None:
                 subs = rec.get("subdivisions") or []
                 if subs:
@@ -241,13 +238,17 @@ def _generation(
 class GeoEnricher:
     """GeoIP lookups for the masked (default) or full client address; see module docstring."""
 
-    def __init__(self, settings: EnrichSettings, data_dir: Path | None = None) -> None:
+    def __init__(self, settings: EnrichSettings, data_dir: Path | None = None,
+                 background: bool = False) -> None:
         """``data_dir``: where converted default data may be cached when no user cache
-        directory is writable (see :mod:`.fastdata`)."""
+        directory is writable (see :mod:`.fastdata`). ``background``: a default database not
+        converted yet is converted in a thread and swapped in when ready (the service starts
+        at once, on the older fallback); else the constructor waits for it."""
         self.settings = settings
         self._use_full = settings.geo_from == "full"
         self._precision = _PRECISION.get(settings.geo_precision, 2)
         self._lock = threading.Lock()
+        self._closed = False
         self.last_errors: dict[str, str] = {}
         self._refused: dict[str, StatKey] = {}
         paths: dict[str, tuple[Path, str]] = {}
@@ -259,22 +260,8 @@ class GeoEnricher:
         try:
             for role, (path, setting) in paths.items():
                 dbs[role] = _open(role, path, setting)
-            if "city" not in dbs and "country" not in dbs and settings.default_db:
-                default = find_default_database()
-                if default is not None:
-                    db = _open(default.role, default.path, "default_db")
-                    dbs[default.role] = _Database(
-                        role=db.role,
-                        path=db.path,
-                        reader=db.reader,
-                        stat=db.stat,
-                        database_type=db.database_type,
-                        build_epoch=db.build_epoch,
-                        source=f"{default.package} {default.version}: {default.licence}",
-                        default=default,
-                    )
             if settings.default_db:
-                self._add_fast_defaults(dbs, data_dir)
+                self._add_defaults(dbs, data_dir, wait=not background)
         except Exception:  # close what was opened, then report
             for db in dbs.values():
                 db.reader.close()
@@ -286,46 +273,81 @@ class GeoEnricher:
                 log.warning("enrich.geo.stale_database", role=item["role"], path=item["path"],
                             warning=item["warning"])
 
-    @staticmethod
-    def _add_fast_defaults(dbs: dict[str, _Database], data_dir: Path | None) -> None:
-        """AS organisation (no asn_db/isp_db configured) and a fresher country table (when the
-        location database in use is older) from the installed geoip2fast package."""
-        want_asn = "asn" not in dbs and "isp" not in dbs
-        current = dbs.get("country") or dbs.get("city")
-        source = fastdata.find_source()
-        if source is None or not (want_asn or current is None or current.default is not None):
-            return
+    def _add_defaults(self, dbs: dict[str, _Database], data_dir: Path | None,
+                      wait: bool) -> None:
+        """Fill every role no file is configured for: plevin's place and network databases
+        (fresh, from PyPI), else the older packaged City databases (:mod:`.defaults`)."""
+        wanted = {}
+        if "city" not in dbs and "country" not in dbs:
+            wanted["place"] = "city"
+        if "asn" not in dbs and "isp" not in dbs:
+            wanted["network"] = "asn"
+        pending = []
+        for kind in wanted:
+            source = fastdata.find_source(kind)
+            if source is None:
+                continue
+            if wait or fastdata.cached(kind, source, data_dir):
+                db = self._plevin(kind, source, data_dir)
+                if db is not None:
+                    dbs[db.role] = db
+            else:
+                pending.append((kind, source))
+        if "city" not in dbs and "country" not in dbs:
+            default = find_default_database()
+            if default is not None:
+                db = _open(default.role, default.path, "default_db")
+                dbs[default.role] = dataclasses.replace(
+                    db, source=f"{default.package} {default.version}: {default.licence}",
+                    default=default)
+        if pending:
+            log.info("enrich.geo.default_converting", kinds=[k for k, _ in pending],
+                     note="first start: plevin data is converted once; the fallback serves "
+                     "until it is ready")
+            threading.Thread(target=self._convert_later, args=(pending, data_dir),
+                             name="lethelog-geo-convert", daemon=True).start()
+
+    def _plevin(self, kind: str, source: Path, data_dir: Path | None) -> _Database | None:
         try:
-            readers = fastdata.open_cached(source, data_dir)
+            reader = fastdata.open_cached(kind, source, data_dir)
         except (ValueError, OSError, subprocess.SubprocessError) as exc:
-            log.warning("enrich.geo.default_unavailable", package="geoip2fast", reason=str(exc))
-            return
+            log.warning("enrich.geo.default_unavailable", package=fastdata.KINDS[kind][0],
+                        reason=str(exc))
+            return None
+        dist = fastdata.KINDS[kind][0]
         try:
-            version = importlib.metadata.version("geoip2fast")
+            version = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             version = "unknown"
-        stat = _stat_key(source)
-        for role, reader in readers.items():
-            meta = reader.metadata()
-            if role == "asn" and not want_asn:
-                continue
-            if role == "country":
-                if "country" in dbs or (current is not None and (
-                        current.default is None or current.build_epoch >= meta.build_epoch)):
-                    continue
-            dbs[role] = _Database(
-                role=role, path=source, reader=reader, stat=stat,
-                database_type=meta.database_type, build_epoch=meta.build_epoch,
-                source=f"geoip2fast {version}: {FAST_LICENCE}",
-                default=DefaultDatabase(package="geoip2fast", version=version, path=source,
-                                        role=role, licence=FAST_LICENCE),
-            )
+        meta = reader.metadata()
+        role = fastdata.KINDS[kind][2]
+        return _Database(
+            role=role, path=source, reader=reader, stat=_stat_key(source),
+            database_type=meta.database_type, build_epoch=meta.build_epoch,
+            source=f"{dist} {version}: {PLEVIN_LICENCE[kind]}",
+            default=DefaultDatabase(package=dist, version=version, path=source, role=role,
+                                    licence=PLEVIN_LICENCE[kind]),
+        )
 
-    @property
-    def has_asn(self) -> bool:
-        """Is there a database that answers AS numbers (not only organisations)?"""
-        return any(r in self._gen.dbs and not self._gen.dbs[r].database_type.startswith(
-            "GeoIP2Fast") for r in ("asn", "isp"))
+    def _convert_later(self, pending: list[tuple[str, Path]], data_dir: Path | None) -> None:
+        for kind, source in pending:
+            db = self._plevin(kind, source, data_dir)
+            if db is None:
+                continue
+            with self._lock:
+                old = self._gen
+                if self._closed:
+                    return
+                new_dbs = dict(old.dbs)
+                if db.role == "city":  # replaces the older packaged location database
+                    for role in ("city", "country"):
+                        if role in new_dbs and new_dbs[role].default is not None:
+                            del new_dbs[role]
+                new_dbs[db.role] = db
+                self._gen = _generation(old.number + 1, new_dbs, self._precision,
+                                        self.settings.geo_cache_size)
+            log.info("enrich.geo.default_ready", role=db.role, database_type=db.database_type,
+                     build_date=_iso(db.build_epoch), generation=self._gen.number)
 
     # ------------------------------------------------------------------ lookups
 
@@ -469,6 +491,7 @@ class GeoEnricher:
         return out
 
     def close(self) -> None:
+        self._closed = True
         gen = self._gen
         self._gen = _generation(gen.number + 1, {}, self._precision, 0)
         for db in gen.dbs.values():
