@@ -166,3 +166,21 @@ def test_first_start_serves_the_fallback_then_swaps_the_conversion_in(
 def test_default_off_loads_nothing(tmp_path: Path) -> None:
     g = GeoEnricher(EnrichSettings(default_db=False), tmp_path)
     assert g.info() == []
+
+
+@pytest.mark.parametrize("values, watches_asn", [
+    ({}, network_src is not None),  # the plevin default answers AS numbers
+    ({"enrich.default_db": "false"}, False),
+    ({"enrich.default_db": "false", "enrich.asn_db": str(MMDB / "GeoLite2-ASN-Test.mmdb")},
+     True),
+])
+def test_new_source_watches_asns_only_with_an_as_number_database(
+        tmp_path: Path, values: dict[str, str], watches_asn: bool) -> None:
+    from collector.detect import DetectorRunner
+    from tests.service import make_settings
+
+    runner = DetectorRunner(make_settings(tmp_path / "data", **values), object())
+    runner.engine.add_site("default")
+    (newcomer,) = [d for d in runner.engine.detectors["default"]
+                   if type(d).__name__ == "Newcomer"]
+    assert set(newcomer.shares) == ({"country", "asn"} if watches_asn else {"country"})

@@ -37,6 +37,7 @@ from collector.detect.minute import (
     site_clocks,
 )
 from collector.detect.webhook import Webhook
+from collector.enrich import fastdata
 from collector.settings import Settings
 from collector.store.base import ReadScope
 
@@ -61,11 +62,13 @@ class DetectorRunner:
         self.cfg = settings.detect
         self.store = store
         self.clock = clock
-        asn = settings.enrich.asn_db is not None or settings.enrich.isp_db is not None
+        e = settings.enrich
+        asn = (e.asn_db is not None or e.isp_db is not None
+               or (e.default_db and fastdata.find_source("network") is not None))
         if not asn:
             log.info("detect.new_source_asn_off",
-                     reason="no ASN database (enrich.asn_db / enrich.isp_db) answers AS numbers; "
-                     "new_source watches countries only")
+                     reason="no database answers AS numbers (enrich.asn_db / enrich.isp_db, or "
+                     "the plevin-db-network default); new_source watches countries only")
         self.engine = Engine(self.cfg, anonymizers=settings.enrich.anonymous_ip_db is not None,
                              asn=asn)
         self.book = AnomalyBook(Path(settings.server.data_dir) / "anomalies.db")
