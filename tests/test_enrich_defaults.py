@@ -184,3 +184,42 @@ def test_new_source_watches_asns_only_with_an_as_number_database(
     (newcomer,) = [d for d in runner.engine.detectors["default"]
                    if type(d).__name__ == "Newcomer"]
     assert set(newcomer.shares) == ({"country", "asn"} if watches_asn else {"country"})
+
+
+@needs_plevin
+async def test_fresh_service_enriches_and_shows_database_ages(tmp_path: Path) -> None:
+    """A fresh `serve` with no GeoIP setting: records carry asn/isp, and every database's age
+    is on /healthz, /metrics and the dashboard's data."""
+    from datetime import UTC, datetime
+
+    import orjson
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from collector.app import create_app
+    from tests.service import make_settings
+
+    settings = make_settings(tmp_path / "data", **{"sessions.idle_timeout": "3650d"})
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        stamp = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S %z")
+        line = f'8.8.8.8 - - [{stamp}] "GET / HTTP/1.1" 200 5 "-" "curl/8.0"'
+        resp = await client.post("/v1/logs", data=line.encode(),
+                                 headers={"Content-Type": "text/plain"})
+        assert resp.status == 200, await resp.text()
+        got = [orjson.loads(x) for x in (await (await client.get("/v1/records")).read())
+               .splitlines() if x]
+        assert [(r["asn"], r["isp"], r["country"]) for r in got] == [
+            (15169, "Google LLC", "US")]
+        health = await (await client.get("/healthz")).json()
+        ages = {d["role"]: d["age_days"] for d in health["databases"]}
+        assert set(ages) == {"city", "asn"}
+        metrics = await (await client.get("/metrics")).text()
+        for role, age in ages.items():
+            assert f'lethelog_geoip_database_age_days{{kind="{role}"}} {float(age)}' in metrics
+        summary = await client.get("/dashboard/api/summary")
+        assert summary.status == 200
+        data = await summary.json()
+        assert {d["role"]: d["age_days"] for d in data["databases"]} == ages
+    finally:
+        await client.close()
