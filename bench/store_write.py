@@ -1,13 +1,16 @@
-"""``store.write`` alone, in µs a record (goal: ≤ 10 µs including aggregates), SQLite backend.
+"""``store.write`` alone, in µs a record (goal: ≤ 10 µs including aggregates), SQLite backend:
+the record-at-a-time write (``tests/oracle/sqlite_write.py``, what the store did before the
+columnar engine) against the columnar write, alternating, in one run.
 
-    .venv/bin/python bench/store_write.py [--records 100000] [--batch 1000] [--form frame|list]
+    .venv/bin/python bench/store_write.py [--records 100000] [--batch 1000] [--rounds 3]
                                           [--profile]
 
-The bench generator's records (``bench/store_backends.py``: 5,000 visitors, 200 paths, one
-minute per ~1,200 records) are written in ``--batch`` batches by one writer, as a DataFrame
-(``--form frame``, what the columnar engine hands over) or as ``list[Record]``. Prints the total
-and the time per record; ``--profile`` adds the top functions of the writer thread by cumulative
-time (cProfile).
+The bench generator's records (``bench/store_backends.py``: 5,000 visitors, 200 paths, ~1,200
+records a minute) are written in ``--batch`` batches by one writer: to the oracle store as
+``list[Record]``, to the columnar store as DataFrames (what the columnar engine hands over).
+Prints, per path, the median over ``--rounds`` of the wall time and of the process CPU time per
+record (CPU time is the fairer figure on a loaded machine); ``--profile`` adds the columnar
+writer's top functions by cumulative time (cProfile).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,24 +32,22 @@ from bench.store_backends import records
 from collector.metrics import Metrics
 from collector.store.frame import to_frame
 from collector.store.sqlite import SQLiteStore
+from tests.oracle.sqlite_write import OracleStore
 from tests.service import make_settings
 
 
-async def main(ns: argparse.Namespace) -> None:
-    recs = records(ns.records)
-    batches: list = [recs[i:i + ns.batch] for i in range(0, len(recs), ns.batch)]
-    if ns.form == "frame":
-        batches = [to_frame(b) for b in batches]
+async def once(kind: str, batches: list[Any], n: int, prof: cProfile.Profile | None
+               ) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore(make_settings(Path(tmp), **{"ingest.queue_size": "1000",
-                                                        "sessions.idle_timeout": "1d"}),
-                            Metrics())
+        settings = make_settings(Path(tmp), **{"ingest.queue_size": "1000",
+                                               "sessions.idle_timeout": "1d"})
+        cls = OracleStore if kind == "record-at-a-time" else SQLiteStore
+        store = cls(settings, Metrics())
         await store.start()
-        prof = cProfile.Profile() if ns.profile else None
         if prof is not None:
             run = store._write_batch
 
-            def profiled(*a, **kw):  # type: ignore[no-untyped-def]
+            def profiled(*a: Any, **kw: Any) -> Any:
                 prof.enable()
                 try:
                     return run(*a, **kw)
@@ -52,21 +55,39 @@ async def main(ns: argparse.Namespace) -> None:
                     prof.disable()
 
             store._write_batch = profiled  # type: ignore[method-assign]
-        t = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         for b in batches:
             await store.write(b)
-        took = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         await store.close()
-    print(f"{ns.form}: {ns.records:,} records in {took:.2f} s = "
-          f"{took / ns.records * 1e6:.1f} µs/record ({ns.records / took:,.0f} records/s)")
-    if prof is not None:
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+    return wall / n * 1e6, cpu / n * 1e6
+
+
+async def main(ns: argparse.Namespace) -> None:
+    recs = records(ns.records)
+    lists = [recs[i:i + ns.batch] for i in range(0, len(recs), ns.batch)]
+    frames = [to_frame(b) for b in lists]
+    got: dict[str, list[tuple[float, float]]] = {"record-at-a-time": [], "columnar": []}
+    for _ in range(ns.rounds):
+        got["record-at-a-time"].append(
+            await once("record-at-a-time", [[dict(r) for r in b] for b in lists], ns.records,
+                       None))
+        got["columnar"].append(await once("columnar", frames, ns.records, None))
+    for kind, runs in got.items():
+        wall = statistics.median(w for w, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        print(f"{kind:17} {ns.records:,} records, batches of {ns.batch}: "
+              f"wall {wall:.1f} µs/record, CPU {cpu:.1f} µs/record (median of {ns.rounds})")
+    if ns.profile:
+        prof = cProfile.Profile()
+        await once("columnar", frames, ns.records, prof)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--form", choices=("frame", "list"), default="frame")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", action="store_true")
     asyncio.run(main(p.parse_args()))
