@@ -56,6 +56,7 @@ async def hook() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     await server.close()
 
 
+@pytest.mark.usefixtures("backend")  # on SQLite and on a Redis Cluster (tests/backends.py)
 async def test_scan_in_a_replay_is_reported_everywhere(
         tmp_path: Path, hook: tuple[str, list[dict[str, Any]]]) -> None:
     url, delivered = hook

@@ -36,6 +36,7 @@ from collector.detect.minute import (
     next_minute,
     site_clocks,
 )
+from collector.detect.shared import RedisBook, SharedDetection
 from collector.detect.webhook import Webhook
 from collector.enrich import fastdata
 from collector.settings import Settings
@@ -69,9 +70,16 @@ class DetectorRunner:
             log.info("detect.new_source_asn_off",
                      reason="no database answers AS numbers (enrich.asn_db / enrich.isp_db, or "
                      "the plevin-db-network default); new_source watches countries only")
-        self.engine = Engine(self.cfg, anonymizers=settings.enrich.anonymous_ip_db is not None,
-                             asn=asn)
-        self.book = AnomalyBook(Path(settings.server.data_dir) / "anomalies.db")
+        self._engine_args = {"anonymizers": settings.enrich.anonymous_ip_db is not None,
+                             "asn": asn}
+        self.engine = Engine(self.cfg, **self._engine_args)
+        # a shared store (Redis Cluster): the book lives in the cluster and one collector at a
+        # time runs the passes, under a lease (collector.detect.shared)
+        self.shared: RedisBook | None = (RedisBook(store) if getattr(store, "shared", False)
+                                         else None)
+        self.sharing: SharedDetection | None = None
+        self.book: AnomalyBook = (self.shared if self.shared is not None
+                                  else AnomalyBook(Path(settings.server.data_dir) / "anomalies.db"))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lethelog-detect")
         # next minute to evaluate, per site and for the all-sites view ("*")
         self.cursors: dict[str, int] = {}
@@ -91,7 +99,18 @@ class DetectorRunner:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def reset(self) -> None:
+        """Forget the detectors' state (a collector taking over the lease starts afresh)."""
+        self.engine = Engine(self.cfg, **self._engine_args)
+        self.cursors, self.legacy = {}, None
+
     async def start(self, background: bool = True) -> None:
+        if self.shared is not None and background and self.cfg.enabled:
+            if self.webhook is not None:
+                self.webhook.start()
+            self.sharing = SharedDetection(self, self.shared)
+            self._task = asyncio.create_task(self.sharing.run())
+            return
         await self._io(self.book.open)
         self.cursors, self.legacy = await self._io(self.book.cursors)
         if self.legacy is not None and not self.cursors and self.store.supports_sql:
@@ -294,6 +313,13 @@ class DetectorRunner:
     # ------------------------------------------------------------------ readers
 
     def _publish(self, msg: dict[str, Any]) -> None:
+        if self.shared is not None:  # through the cluster's stream, to every collector
+            self.shared.outbox.append(msg)
+            return
+        self.deliver(msg)
+
+    def deliver(self, msg: dict[str, Any]) -> None:
+        """Hand a live message to this collector's subscribers."""
         site = msg.get("anomaly", {}).get("site")
         for q, sites in list(self.subscribers.items()):
             if site is not None and sites is not None and site not in sites:

@@ -204,6 +204,8 @@ class RedisStore(Store):
                                for s in settings.sites}
         self._clock_key = f"{self.prefix}:{{clock}}"
         self.agg = RedisAggregates(settings, self.prefix)
+        self.loop: asyncio.AbstractEventLoop | None = None  # for callers in other threads
+        self.table = _Clocks()  # the shippers' log clocks as last seen (the detectors read them)
         self.last_read: tuple[int, int, float] = (0, 0, 0.0)  # records, agg rows, seconds
 
     # ------------------------------------------------------------------ naming
@@ -230,6 +232,7 @@ class RedisStore(Store):
                 f"store.redis_buckets: the data under prefix {self.prefix!r} was written with "
                 f"{have} buckets, not {self.nbuckets}; keep {have} (or use another redis_prefix)")
         await self._load_scripts()
+        self.loop = asyncio.get_running_loop()
         from collector.store.redis_read import snapshot
 
         conn = await snapshot(self, ReadScope())
@@ -249,7 +252,9 @@ class RedisStore(Store):
 
     async def _load_scripts(self) -> None:
         assert self.client is not None
-        for name, src in {**SCRIPTS, **AGG_SCRIPTS}.items():
+        from collector.detect.shared import SCRIPTS as DETECT_SCRIPTS
+
+        for name, src in {**SCRIPTS, **AGG_SCRIPTS, **DETECT_SCRIPTS}.items():
             sha = await self.client.script_load(src)  # loads on every primary
             self._sha[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
 
@@ -463,7 +468,9 @@ class RedisStore(Store):
         for src, t in newest.items():
             args += [src, repr(t)]
         old, new = (await self._calls("clocks", [(-1, args)]))[0]
-        return _pairs(old), _pairs(new)
+        new_clocks = _pairs(new)
+        self.table.clocks = {src: float(c) for src, c in new_clocks.items()}
+        return _pairs(old), new_clocks
 
     def _count_ended(self, sessions: int, records: int) -> None:
         if sessions:
@@ -477,6 +484,7 @@ class RedisStore(Store):
         assert self.client is not None, "store not started"
         try:
             clocks = _pairs(await self.client.hgetall(self._clock_key))
+            self.table.clocks = {src: float(c) for src, c in clocks.items()}
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
         clock_args: list[Any] = [len(clocks)]
@@ -588,6 +596,13 @@ class RedisStore(Store):
         return StoreStats(records=self._live[0], sessions=self._live[1],
                           queue_depth=self._pending,
                           extra={"prefix": self.prefix, "buckets": self.nbuckets})
+
+
+class _Clocks:
+    """The newest record time of each source, as this collector last saw the cluster's."""
+
+    def __init__(self) -> None:
+        self.clocks: dict[str, float] = {}
 
 
 def _str(x: Any) -> str:
