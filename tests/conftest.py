@@ -129,3 +129,16 @@ def _geo_defaults_converted() -> None:
         source = fastdata.find_source(kind)
         if source is not None:
             fastdata.open_cached(kind, source)
+
+
+@pytest.fixture(autouse=True)
+def _backend_scope(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that does not ask for ``backend`` runs on the default store, even when a
+    module-scoped ``backend`` of another test in its module is still set up."""
+    from tests import backends
+
+    saved = backends.CURRENT
+    if "backend" not in request.fixturenames:
+        backends.CURRENT = None
+    yield
+    backends.CURRENT = saved
