@@ -39,6 +39,7 @@ from collector.metrics import Metrics
 from collector.pipeline import Pipeline, build_steps
 from collector.settings import Settings
 from collector.sources import http
+from collector.sources.budget import BUDGET, MemoryBudget
 from collector.sources.syslog import SYSLOG, SyslogReceiver
 from collector.store import open_keyring, open_store
 from masking.ip import weaker_than_default
@@ -147,6 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[FAULTS] = Faults()
+    app[BUDGET] = MemoryBudget(settings.ingest.memory_budget)
     app[STARTED] = time.time()
     app[TOKENS] = TokenBook(settings.tokens)
     if app[TOKENS].open:

@@ -223,9 +223,12 @@ class IngestSettings:
                                "duration", min=0.01)
     keepalive_timeout: float = _opt(15.0, "Idle connection (or unfinished headers) closed after.",
                                     "duration", min=0.01)
-    parse_timeout: float = _opt(20.0, "A request body must be parsed (off the event loop) "
-                                "within this, else 503 and nothing stored.", "duration",
-                                min=0.01)
+    parse_timeout: float = _opt(60.0, "A request body must be parsed (off the event loop) "
+                                "and prepared within this, else 503 and nothing stored.",
+                                "duration", min=0.01)
+    memory_budget: int = _opt(256 * 1024**2, "Memory for bodies in flight and their records "
+                              "until committed, all requests together; over it 503.", "size",
+                              min=1024**2)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collector.auth import PRINCIPAL, requires
 from collector.faults import FAULTS, RETRY_AFTER, disk_fault
 from collector.pipeline import BatchResult
 from collector.sources.body import BodyError, read_body
+from collector.sources.budget import BUDGET, MemoryBudget, estimate
 from collector.sources.offloop import ParseTimeout, take
 from collector.store import StoreBusy
 
@@ -36,12 +37,53 @@ def refuse(status: int, error: str, headers: dict[str, str] | None = None) -> we
                           headers)
 
 
+class _Held:
+    """What one request holds of the memory budget."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget, self.n = budget, 0
+
+    def resize(self, n: int) -> bool:
+        if n > self.n:
+            if not self.budget.take(n - self.n):
+                return False
+        else:
+            self.budget.give(self.n - n)
+        self.n = n
+        return True
+
+
+def _over_budget(request: web.Request, what: str) -> web.Response:
+    request.app[METRICS].inc("lethelog_requests_refused_total", reason="memory_budget")
+    budget = request.app[BUDGET]
+    resp = refuse(503, f"{what} does not fit in ingest.memory_budget ({budget.limit} bytes) "
+                       "beside the requests in flight: nothing stored, retry later",
+                  {"Retry-After": "2"})
+    resp.force_close()  # an unread body is not read
+    return resp
+
+
 @requires("shipper")
 async def post_logs(request: web.Request) -> web.Response:
+    held = _Held(request.app[BUDGET])
+    try:
+        return await _post_logs(request, held)
+    finally:
+        held.resize(0)
+
+
+async def _post_logs(request: web.Request, held: _Held) -> web.Response:
     started = time.perf_counter()
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     principal = request[PRINCIPAL]
+    # the body's bytes are reserved before it is read (its length when known and not
+    # compressed, else the largest body), then its records' estimated cost once read
+    length = request.content_length
+    if length is None or request.headers.get("Content-Encoding"):
+        length = settings.ingest.max_body_size
+    if not held.resize(min(length, settings.ingest.max_body_size)):
+        return _over_budget(request, "the body")
     # aiohttp inflates gzip/deflate bodies as it reads them and stops with 413 once the
     # inflated size passes client_max_size (= ingest.max_body_size): no bomb gets through.
     # The whole body must arrive within ingest.body_timeout: a client trickling bytes is cut
@@ -63,6 +105,14 @@ async def post_logs(request: web.Request) -> web.Response:
         await resp.write_eof()
         request.protocol.force_close()
         return resp
+    cost = estimate(data, settings.ingest.max_records_per_request)
+    if cost > held.budget.limit:
+        metrics.inc("lethelog_requests_refused_total", reason="memory_budget")
+        return refuse(413, f"the body's records would need ~{cost >> 20} MiB, more than "
+                           f"ingest.memory_budget ({held.budget.limit >> 20} MiB): send smaller "
+                           "batches")
+    if not held.resize(cost):
+        return _over_budget(request, "the body's records")
     fmt = request.query.get("format") or None
     if fmt in ("auto", "detect"):
         fmt = None
