@@ -30,7 +30,7 @@ from collector.app import create_app
 from collector.auth import PUBLIC, new_token, roles_of
 from collector.settings import ROLES, load_settings
 from tests.aggtools import CITY, wait_for
-from tests.service import all_files, files_containing
+from tests.service import REPLAY, all_files, files_containing
 
 T0 = 1_748_772_000.0  # 2025-06-01T10:00:00Z: a replay, judged on its own timestamps
 MINUTES = 12
@@ -96,7 +96,7 @@ def config(tmp_path: Path, idle: str = "3650d", site_idle: dict[str, str] | None
         "server.data_dir": str(tmp_path / "data"), "enrich.city_db": CITY,
         "enrich.geo_from": "full", "sessions.idle_timeout": idle,
         "aggregates.retention": "3650d", "detect.interval": "100ms",
-        "tenancy.unknown_host": "reject", "audit.fsync": False, **more})
+        "tenancy.unknown_host": "reject", "audit.fsync": False, **REPLAY, **more})
     return settings, secrets
 
 
