@@ -45,7 +45,7 @@ async def once(kind: str, batches: list[Any], n: int, prof: cProfile.Profile | N
         store = cls(settings, Metrics())
         await store.start()
         if prof is not None:
-            run = store._write_batch
+            run = store._write_batches
 
             def profiled(*a: Any, **kw: Any) -> Any:
                 prof.enable()
@@ -54,7 +54,7 @@ async def once(kind: str, batches: list[Any], n: int, prof: cProfile.Profile | N
                 finally:
                     prof.disable()
 
-            store._write_batch = profiled  # type: ignore[method-assign]
+            store._write_batches = profiled  # type: ignore[method-assign]
         wall, cpu = time.perf_counter(), time.process_time()
         for b in batches:
             await store.write(b)

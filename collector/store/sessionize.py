@@ -24,6 +24,7 @@ class Assigned:
     sids: pl.Series  # Int64, one per batch row; null for aggregate-only rows
     touched: list[Session] = field(default_factory=list)  # still open after the batch
     ended: list[Session] = field(default_factory=list)
+    ended_at: list[int] = field(default_factory=list)  # row that ended each (its batch row)
     started: list[int] = field(default_factory=list)  # sids opened by this batch
 
 
@@ -77,7 +78,7 @@ def assign(df: pl.DataFrame, table: SessionTable, wall: float) -> Assigned:
     segs = rows.group_by("sid", maintain_order=True).agg(
         pl.col("key").first(), pl.col("source").first(), pl.col("site").first(),
         pl.col("t").min().alias("lo"), pl.col("t").max().alias("hi"),
-        pl.len().alias("n"), pl.col("brk").first(),
+        pl.len().alias("n"), pl.col("brk").first(), pl.col("i").first(),
     )
     if rows.height == n:
         sids = rows["sid"]
@@ -120,11 +121,12 @@ def _apply(table: SessionTable, segs: pl.DataFrame, wall: float, out: Assigned) 
     """Update ``table`` once per session segment, in arrival order of each segment's start."""
     by_key, by_sid = table.by_key, table.by_sid
     touched: dict[int, Session] = {}
-    for sid, key, source, site, lo, hi, n, brk in segs.iter_rows():
+    for sid, key, source, site, lo, hi, n, brk, at in segs.iter_rows():
         if brk:
             old = by_key.get(key)
             if old is not None:
                 out.ended.append(table._forget(old))
+                out.ended_at.append(at)
                 touched.pop(old.sid, None)
             s = table.open(sid, key, source, site, lo, hi, wall, n)
             out.started.append(sid)

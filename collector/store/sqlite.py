@@ -23,6 +23,7 @@ never uses it: there a write is acknowledged only once committed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import queue
 import sqlite3
@@ -249,8 +250,7 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
             wall = time.time()
-            for _, (records, partial), _ in jobs:
-                results.append(self._write_batch(conn, records, wall, partial))
+            results = self._write_batches(conn, [batch for _, (batch, _p), _ in jobs], wall)
             ended = self.table.expire(wall)
             deleted = self._delete_sessions(conn, ended)
             if self._hold is not None and self._held_count > self._hold:
@@ -279,16 +279,27 @@ class SQLiteStore(Store):
 
     def _write_batch(self, conn: sqlite3.Connection, batch: Batch, wall: float,
                      partial: Partial | None = None) -> WriteResult:
-        df = to_frame(batch)
+        """One batch (``partial`` is not needed on columns and is ignored)."""
+        return self._write_batches(conn, [batch], wall)[0]
+
+    def _write_batches(self, conn: sqlite3.Connection, batches: list[Batch], wall: float
+                       ) -> list[WriteResult]:
+        """Every batch the group commit took, as one frame in arrival order (the same sessions
+        and counts as one batch after the other, in fewer and larger column operations); each
+        caller gets its own result: its stored rows, and the sessions its records ended."""
+        frames = [to_frame(b) for b in batches]
+        sizes = [f.height for f in frames]
+        df = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
         got = assign(df, self.table, wall)
-        self.aggregates.add_frame(df, got.sids)  # partial: not needed on columns
-        rows = df.select(got.sids.alias("sid"), *sql_columns(df)).filter(
+        self.aggregates.add_frame(df, got.sids)
+        job = pl.Series("job", [j for j, n in enumerate(sizes) for _ in range(n)],
+                        dtype=pl.Int32) if len(sizes) > 1 else pl.lit(0, dtype=pl.Int32)
+        rows = df.select(got.sids.alias("sid"), *sql_columns(df), job.alias("job")).filter(
             pl.col("sid").is_not_null())
-        held = 0
         if self._hold is not None:  # replay mode: sessions opened now are held, not written
             self._held.update((sid, []) for sid in got.started)
             keep = pl.col("sid").is_in(list(self._held))
-            for row in rows.filter(keep).iter_rows():
+            for row in rows.filter(keep).drop("job").iter_rows():
                 self._seq += 1
                 self._held[row[0]].append((self._seq, row))
             held = rows.select(keep.sum()).item()
@@ -296,7 +307,7 @@ class SQLiteStore(Store):
             self._records += held
             rows = rows.filter(~keep)
         if rows.height:
-            conn.executemany(_INSERT, rows.iter_rows())
+            conn.executemany(_INSERT, rows.drop("job").iter_rows())
             self.inserted += rows.height
         self._records += rows.height
         deleted = self._delete_sessions(conn, got.ended)
@@ -306,8 +317,18 @@ class SQLiteStore(Store):
         ])
         self.metrics.inc("lethelog_sessions_started_total", len(got.started))
         self._count_ended(len(got.ended), deleted)
-        return WriteResult(stored=rows.height, sessions_ended=len(got.ended),
-                           records_deleted=deleted)
+        if len(sizes) == 1:
+            return [WriteResult(stored=rows.height, sessions_ended=len(got.ended),
+                                records_deleted=deleted)]
+        results = [WriteResult() for _ in sizes]
+        for j, n in rows.group_by("job").len().iter_rows():
+            results[j].stored = n
+        starts = list(itertools.accumulate(sizes[:-1], initial=0))
+        for s, at in zip(got.ended, got.ended_at, strict=True):
+            res = results[bisect.bisect_right(starts, at) - 1]
+            res.sessions_ended += 1
+            res.records_deleted += s.records
+        return results
 
     def _save_clocks(self, conn: sqlite3.Connection) -> None:
         conn.executemany(

@@ -48,6 +48,10 @@ class OracleStore(SQLiteStore):
         old = self.aggregates.counter
         self.aggregates.counter = Aggregator(old.v4, old.v6, old.k, old.site_k)
 
+    def _write_batches(self, conn: sqlite3.Connection, batches: list[Any], wall: float
+                       ) -> list[WriteResult]:
+        return [self._write_batch(conn, b, wall) for b in batches]  # one after the other
+
     def _write_batch(self, conn: sqlite3.Connection, records: Any, wall: float,
                      partial: Partial | None = None) -> WriteResult:
         records = to_records(records)
