@@ -92,7 +92,7 @@ def test_store_write_smoke() -> None:
     proc = run("store_write.py", "--records", "3000", "--rounds", "1", "--profile", timeout=120)
     out = proc.stdout
     for kind in ("record-at-a-time", "columnar"):
-        m = re.search(rf"^{kind}\s+3,000 records, batches of 1000: wall ([\d.]+) µs/record, "
-                      r"CPU ([\d.]+) µs/record", out, re.M)
+        m = re.search(rf"^{kind}\s+3,000 records, batches of 1000, 1 writer\(s\): "
+                      r"wall ([\d.]+) µs/record, CPU ([\d.]+) µs/record", out, re.M)
         assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, out
     assert "frame_counter.py" in out and "sessionize.py" in out  # the profile names them
