@@ -257,3 +257,28 @@ def test_group_commit_merges_batches_into_one_frame_with_the_same_result(tmp_pat
     # request-time sums: the oracle adds each transaction's sum to the row, the merged write
     # one sum for all: the same numbers added in another grouping
     _compare(_dump(store.path), _dump(oracle.path), "merged group commit", float_order=True)
+
+
+def test_restart_in_the_middle_counts_the_same(tmp_path: Path) -> None:
+    """Both stores stop halfway and start again (the aggregates' memory of live sessions is
+    rebuilt from the stored records: as sets of groups, or as integer codes) and go on."""
+    from bench.store_backends import records
+
+    recs = records(3000, visitors=200)
+    for i, r in enumerate(recs):
+        r["time"] = T0 + i * 0.5 - (i % 4) * 20
+        r["status"] = 404 if i % 9 == 0 else 200
+        r["site"] = "b" if int(r["session_key"], 16) % 4 == 0 else "default"
+    batches = [recs[i:i + 500] for i in range(0, len(recs), 500)]
+    dumps = []
+    for cls, name in ((OracleStore, "oracle"), (SQLiteStore, "columnar")):
+        settings = _settings(tmp_path, name)
+        for half in (batches[:3], batches[3:]):
+            store = cls(settings, Metrics())
+            asyncio.run(_run(store, [[dict(r) for r in b] for b in half]))
+        dumps.append(_dump(store.path))
+    _compare(dumps[1], dumps[0], "restart")
+    conn = sqlite3.connect(store.path)
+    (new,) = conn.execute("SELECT sum(sessions_new) FROM agg WHERE dim = ''").fetchone()
+    conn.close()
+    assert new == 200  # each visitor's one session counted once, across the restart

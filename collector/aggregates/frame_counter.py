@@ -349,14 +349,17 @@ class FrameAggregator(Aggregator):
         self.frames = []
         self.codes, self.code_sids, self.active_codes = set(), set(), {}
         gid = self._gid
-        for sid, groups in self.seen.items():
+        seen, active = self.seen, self.active
+        self.seen, self.active = {}, {}
+        while seen:  # converted and freed one session at a time: a lower peak
+            sid, groups = seen.popitem()
             self.code_sids.add(sid)
             self.codes.update(sid << _SHIFT | gid(g) for g in groups)
-        for minute, by_session in self.active.items():
+        while active:
+            minute, by_session = active.popitem()
             per_site = self.active_codes.setdefault(minute, {})
             for (sid, site), groups in by_session.items():
                 per_site.setdefault(site, set()).update(sid << _SHIFT | gid(g) for g in groups)
-        self.seen, self.active = {}, {}
 
     def _gid(self, group: tuple[str, str]) -> int:
         gid = self.gids.get(group)
