@@ -8,6 +8,7 @@ is removed from the file and the file is rewritten, so it is gone, not just unus
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -50,12 +51,17 @@ class KeyRing:
         tmp = self.path.with_suffix(".tmp")
         keys = [{"period": k.period, "secret": k.secret.hex()} for k in self._keys.values()]
         data = {"keys": keys}
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps(data))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        try:  # all or nothing: a full disk leaves the previous file as it was
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(orjson.dumps(data))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def current(self, now: float | None = None) -> Key:
         now = time.time() if now is None else now
@@ -65,7 +71,11 @@ class KeyRing:
             key = Key(period, secrets.token_bytes(32))
             self._keys[period] = key
             self.prune(now, save=False)
-            self._save()
+            try:
+                self._save()
+            except OSError:  # not kept unless saved: the next record tries again
+                del self._keys[period]
+                raise
         return key
 
     def recent(self, now: float | None = None) -> list[Key]:

@@ -24,6 +24,7 @@ import pytest
 
 from collector.audit import verify
 from collector.faults import append_all_or_nothing, disk_fault
+from collector.keys import KeyRing
 from tests.service import ServiceProcess
 
 
@@ -148,6 +149,22 @@ def test_append_is_all_or_nothing_on_a_full_disk(disk: Path) -> None:
     (disk / "filler").unlink()
     append_all_or_nothing(log, big)
     assert log.read_bytes() == b"first line\n" + big
+
+
+def test_key_rotation_is_all_or_nothing_on_a_full_disk(disk: Path) -> None:
+    ring = KeyRing(disk / "session-keys.json", rotation=3600, retention=7200)
+    first = ring.current(now=0.0)
+    saved = (disk / "session-keys.json").read_bytes()
+    fill(disk / "filler")
+    with pytest.raises(OSError) as err:
+        ring.current(now=3600.0)  # a new period: a new key must be saved first
+    assert disk_fault(err.value) == "ENOSPC"
+    assert (disk / "session-keys.json").read_bytes() == saved
+    assert not (disk / "session-keys.tmp").exists()
+    assert ring.current(now=0.0) == first and ring.recent(now=0.0) == [first]
+    (disk / "filler").unlink()
+    second = ring.current(now=3600.0)
+    assert KeyRing(disk / "session-keys.json", 3600, 7200).current(now=3600.0) == second
 
 
 @pytest.mark.parametrize(("exc", "fault"), [

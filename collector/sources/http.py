@@ -145,6 +145,10 @@ async def _post_logs(request: web.Request, held: _Held) -> web.Response:
         return refuse(503, f"body not parsed within {settings.ingest.parse_timeout:g}s "
                            "(ingest.parse_timeout; service busy): nothing stored, retry later",
                       {"Retry-After": "5"})
+    except OSError as exc:  # e.g. the session keys cannot be rotated on a full disk
+        if disk_fault(exc) is None:
+            raise
+        return store_failed(request, exc)
     try:
         await request.app[STORE].write(result.records)
     except StoreBusy as exc:
