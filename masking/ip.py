@@ -247,7 +247,7 @@ def _pack(ip: str) -> bytes | None:
     if ":" not in ip:
         try:
             return socket.inet_pton(socket.AF_INET, ip)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: an embedded NUL
             return None
     pct = ip.find("%")
     if pct >= 0:
@@ -256,7 +256,7 @@ def _pack(ip: str) -> bytes | None:
         ip = ip[:pct]
     try:
         packed = socket.inet_pton(socket.AF_INET6, ip)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
     if packed[:12] == _MAPPED_PREFIX:
         return packed[12:]

@@ -107,7 +107,7 @@ def _pack6(text: str) -> bytes | None:
         return None
     try:
         return socket.inet_pton(socket.AF_INET6, t)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
 
 

@@ -159,3 +159,15 @@ def test_guard_only_without_tokens(tmp_path: Path) -> None:
         assert status == 200
     finally:
         service.stop()
+
+
+def test_nul_characters_are_a_clear_error_not_a_500(svc: ServiceProcess) -> None:
+    """Found by tests/test_fuzz.py: an embedded NUL reached socket.inet_pton (ValueError)."""
+    t = now_clf()
+    body = (f'2001:db8::5\x00 - - [{t}] "GET /a\x002001:db8::7 HTTP/1.1" 200 5 "-" "x"\n'
+            f'198.51.100.9 - - [{t}] "GET /b/2001:db8::8\x00 HTTP/1.1" 200 5 "-" "x"\n').encode()
+    status, _, answer = call(svc.url, "/v1/logs", body, "POST", {"Content-Type": "text/plain"})
+    assert status == 200, answer
+    q = urllib.parse.urlencode({"q": "\x002026-12-01T00:00:00Z | limit 5"})
+    status, _, answer = call(svc.url, f"/v1/query?{q}")
+    assert status == 400, answer
