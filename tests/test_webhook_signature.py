@@ -31,8 +31,8 @@ SECRET = "whsec-0123456789abcdef-test"
 def documented_verifier() -> Callable[..., bool]:
     """The verification snippet of docs/detection.md, executed as printed."""
     text = (ROOT / "docs" / "detection.md").read_text(encoding="utf-8")
-    m = re.search(r"```python\n(.*?)```", text, re.S)
-    assert m, "docs/detection.md has no python snippet"
+    m = re.search(r"```python\n((?:(?!```).)*?def verify_lethelog.*?)```", text, re.S)
+    assert m, "docs/detection.md has no python snippet defining verify_lethelog"
     ns: dict[str, Any] = {}
     exec(compile(m.group(1), "docs/detection.md", "exec"), ns)
     fn: Callable[..., bool] = ns["verify_lethelog"]
