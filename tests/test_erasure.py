@@ -14,6 +14,8 @@ from aiohttp.test_utils import TestClient
 from tests.querytools import auth, client_for, query, settings_with_tokens
 from tests.service import all_files, files_containing
 
+pytestmark = pytest.mark.usefixtures("backend")  # on SQLite and on a Redis Cluster
+
 HINT = "cookie-3f1c9a-subject"  # the session cookie value that identifies our subject
 MARKER = "erasemarker7781"
 

@@ -21,6 +21,8 @@ from collector.auth import PUBLIC, roles_of
 from collector.settings import ROLES
 from tests.querytools import auth, client_for, settings_with_tokens
 
+pytestmark = pytest.mark.usefixtures("backend")  # on SQLite and on a Redis Cluster
+
 # (method, path) -> roles that may call it. Roles, per the issue: shipper writes; sre queries,
 # lists records, reads metrics; security queries and reads aggregates, anomalies, dashboard;
 # admin lists sessions, exports, erases, reads the audit log.

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
+import pytest
 from aiohttp import ClientTimeout, web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -31,6 +32,8 @@ from collector.auth import PUBLIC, new_token, roles_of
 from collector.settings import ROLES, load_settings
 from tests.aggtools import CITY, wait_for
 from tests.service import REPLAY, all_files, files_containing
+
+pytestmark = pytest.mark.usefixtures("backend")  # on SQLite and on a Redis Cluster
 
 T0 = 1_748_772_000.0  # 2025-06-01T10:00:00Z: a replay, judged on its own timestamps
 MINUTES = 12

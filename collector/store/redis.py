@@ -60,6 +60,7 @@ _INT = ("status", "bytes", "asn")
 _BOOL = ("is_bot", "dnt", "is_anonymous_proxy", "is_vpn", "is_tor", "is_hosting")
 CHUNK = 2000  # records per script call: bounds how long one call holds a node
 SWEEP_MAX = 1000  # sessions ended per bucket per script call (the sweep loops while more)
+REWRITE_EVERY = 3600.0  # seconds: ended sessions' bytes leave the nodes' AOF files this often
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError,
                 rexc.TryAgainError, rexc.MasterDownError, rexc.BusyLoadingError,
                 rexc.ClusterError, rexc.RedisClusterException)
@@ -206,6 +207,8 @@ class RedisStore(Store):
         self.agg = RedisAggregates(settings, self.prefix)
         self.loop: asyncio.AbstractEventLoop | None = None  # for callers in other threads
         self.table = _Clocks()  # the shippers' log clocks as last seen (the detectors read them)
+        self._rewriting: asyncio.Task[int] | None = None
+        self._rewrite_again = False
         self.last_read: tuple[int, int, float] = (0, 0, 0.0)  # records, agg rows, seconds
 
     # ------------------------------------------------------------------ naming
@@ -259,6 +262,9 @@ class RedisStore(Store):
             self._sha[name] = sha.decode() if isinstance(sha, bytes) else str(sha)
 
     async def close(self) -> None:
+        if self._rewriting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._rewriting, 30)
         if self._writer is not None:
             self._queue.put_nowait(None)  # after every batch already accepted
             await self._writer
@@ -507,6 +513,8 @@ class RedisStore(Store):
         self._live = (sum(r for r, _ in live.values()), sum(s for _, s in live.values()))
         self._count_ended(result.sessions_ended, result.records_deleted)
         try:
+            if result.sessions_ended:
+                await self._rewrite_due()
             await self.maintain_aggregates(now)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
@@ -534,7 +542,90 @@ class RedisStore(Store):
             result.sessions_ended += ended
             result.records_deleted += deleted
         self._count_ended(result.sessions_ended, result.records_deleted)
+        if result.sessions_ended:  # the erased bytes leave the AOF files now, not in an hour
+            self._spawn_rewrite()
         return result
+
+    # ------------------------------------------------------------------ the nodes' files
+
+    def _spawn_rewrite(self) -> None:
+        if self._rewriting is None or self._rewriting.done():
+            self._rewriting = asyncio.create_task(self.rewrite_files())
+        else:
+            self._rewrite_again = True
+
+    async def rewrite_files(self) -> int:
+        """``BGREWRITEAOF`` on every node (primaries and replicas): the append-only files are
+        rewritten from memory, so the bytes of deleted sessions leave them. A node already
+        rewriting (from a fork taken before the deletion, perhaps) is asked again until it
+        accepts. Returns how many nodes started a rewrite."""
+        assert self.client is not None
+        started = 0
+        nodes, extra = await self._every_node()
+        try:
+            while True:
+                self._rewrite_again = False
+                started += await self._rewrite(nodes)
+                if not self._rewrite_again:
+                    break
+        finally:
+            for node in extra:
+                with contextlib.suppress(Exception):
+                    await node.disconnect()
+        log.info("aof_rewrite_requested", nodes=started)
+        return started
+
+    async def _every_node(self) -> tuple[list[ClusterNode], list[ClusterNode]]:
+        """Every node of the cluster, replicas included (the client may not have met them):
+        (all, those made here and to be disconnected after)."""
+        assert self.client is not None
+        known = {n.name: n for n in self.client.get_nodes()}
+        extra: list[ClusterNode] = []
+        with contextlib.suppress(Exception):
+            raw = await self.client.execute_command("CLUSTER NODES",
+                                                    target_nodes=self.client.get_random_node())
+            if isinstance(raw, bytes | str):
+                addrs = [_str(line).split()[1].split("@")[0]
+                         for line in _str(raw).splitlines() if line.strip()]
+            else:
+                addrs = [_str(a) for a in raw]
+            kwargs = self.client.nodes_manager.connection_kwargs
+            for addr in addrs:
+                host, _, port = addr.rpartition(":")
+                if addr not in known and port.isdigit() and int(port) > 0:
+                    node = ClusterNode(host, int(port), "replica", **kwargs)
+                    known[addr] = node
+                    extra.append(node)
+        return list(known.values()), extra
+
+    async def _rewrite(self, nodes: list[ClusterNode]) -> int:
+        """Ask each node to rewrite, again every 0.5 s (at most a minute) while it is busy."""
+        started = 0
+        pending = list(nodes)
+        for _ in range(120):
+            again = []
+            for node in pending:
+                try:
+                    await node.execute_command("BGREWRITEAOF")
+                    started += 1
+                except rexc.ResponseError as exc:
+                    if "progress" in str(exc):
+                        again.append(node)
+                except _UNAVAILABLE:
+                    again.append(node)
+            if not again:
+                break
+            pending = again
+            await asyncio.sleep(0.5)
+        return started
+
+    async def _rewrite_due(self) -> None:
+        """Sessions ended by the sweeps: one collector of the cluster (whoever sets the marker
+        first) has the files rewritten every ``REWRITE_EVERY`` seconds."""
+        assert self.client is not None
+        marker = f"{self.prefix}:{{meta}}:aof-rewrite"
+        if await self.client.set(marker, "1", nx=True, ex=int(REWRITE_EVERY)):
+            self._spawn_rewrite()
 
     # ------------------------------------------------------------------ reads
 
