@@ -68,8 +68,6 @@ async def get_query(request: web.Request) -> web.Response:
         return _bad({"error": f"query could not be read ({type(exc).__name__})"})
     k = _k(request)
     store = request.app[STORE]
-    if not hasattr(store, "read"):
-        return _bad({"error": "this store backend does not answer queries"}, 501)
 
     def run(conn: sqlite3.Connection) -> Result:
         return run_query(conn, parsed, sites=sites, timeout=settings.timeout,
