@@ -158,7 +158,9 @@ class RedisClusterProcs:
                     [REDIS_SERVER, *listen, "--bind", "127.0.0.1",
                      "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
                      "--dir", str(d), "--save", "", "--appendonly", "yes",
-                     "--appendfsync", "everysec", "--protected-mode", "yes", *auth],
+                     "--appendfsync", "everysec", "--protected-mode", "yes",
+                     # replicas load a full sync from the socket: no dump.rdb of old data on disk
+                     "--repl-diskless-load", "swapdb", *auth],
                     stdout=log, stderr=subprocess.STDOUT))
                 log.close()
                 self.ports.append(port)

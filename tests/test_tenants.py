@@ -31,6 +31,7 @@ from collector.app import create_app
 from collector.auth import PUBLIC, new_token, roles_of
 from collector.settings import ROLES, load_settings
 from tests.aggtools import CITY, wait_for
+from tests.backends import values_for
 from tests.service import REPLAY, all_files, files_containing
 
 pytestmark = pytest.mark.usefixtures("backend")  # on SQLite and on a Redis Cluster
@@ -99,7 +100,8 @@ def config(tmp_path: Path, idle: str = "3650d", site_idle: dict[str, str] | None
         "server.data_dir": str(tmp_path / "data"), "enrich.city_db": CITY,
         "enrich.geo_from": "full", "sessions.idle_timeout": idle,
         "aggregates.retention": "3650d", "detect.interval": "100ms",
-        "tenancy.unknown_host": "reject", "audit.fsync": False, **REPLAY, **more})
+        "tenancy.unknown_host": "reject", "audit.fsync": False, **REPLAY,
+        **values_for(tmp_path / "data"), **more})
     return settings, secrets
 
 
@@ -272,6 +274,8 @@ def leaks(text: str, scope: tuple[str, ...] | None, star: set[str]) -> list[str]
 # ------------------------------------------------------------------------------ the test
 
 async def test_every_read_route_with_every_token_shows_only_its_sites(tmp_path: Path) -> None:
+    for s in SITES.values():  # found anew on each backend
+        s.anomalies.clear()
     settings, tok = config(tmp_path)
     app = create_app(settings)
     client: TestClient[Any, Any] = TestClient(TestServer(app))

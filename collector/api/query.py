@@ -77,7 +77,9 @@ async def get_query(request: web.Request) -> web.Response:
     # run_query's own, which are taken later), the aggregates only if they could answer
     start, end = parsed.bounds(time.time() - 1.0)
     scope = ReadScope(start=start, end=end, sites=sites, records=source != "aggregates",
-                      aggregates=source != "records" and aggregate_dims(parsed) is not None,
+                      aggregates=(source == "aggregates" or (
+                          source == "auto" and start is not None
+                          and aggregate_dims(parsed) is not None)),
                       timeout=settings.timeout)
     try:
         result: Result = await store.read(run, scope)

@@ -599,8 +599,28 @@ class RedisStore(Store):
         return list(known.values()), extra
 
     async def _rewrite(self, nodes: list[ClusterNode]) -> int:
-        """Ask each node to rewrite, again every 0.5 s (at most a minute) while it is busy."""
+        """Ask each node to rewrite, again every 0.5 s (at most a minute) while it is busy. A
+        replica first catches up with its primary (replication is asynchronous: a rewrite forked
+        before the deletion reached it would keep the deleted bytes)."""
         started = 0
+        offsets: dict[str, int] = {}
+        for node in nodes:
+            with contextlib.suppress(Exception):
+                info = _info(await node.execute_command("INFO", "replication"))
+                if info.get("role") == "master":
+                    offsets[node.name] = int(info.get("master_repl_offset", 0))
+        for node in nodes:
+            for _ in range(100):
+                try:
+                    info = _info(await node.execute_command("INFO", "replication"))
+                except Exception:
+                    break
+                if info.get("role") != "slave":
+                    break
+                primary = f"{info.get('master_host')}:{info.get('master_port')}"
+                if int(info.get("slave_repl_offset", 0)) >= offsets.get(primary, 0):
+                    break
+                await asyncio.sleep(0.1)
         pending = list(nodes)
         for _ in range(120):
             again = []
@@ -687,6 +707,18 @@ class RedisStore(Store):
         return StoreStats(records=self._live[0], sessions=self._live[1],
                           queue_depth=self._pending,
                           extra={"prefix": self.prefix, "buckets": self.nbuckets})
+
+
+def _info(raw: Any) -> dict[str, Any]:
+    """``INFO`` as a dict (parsed by the client, or its text)."""
+    if isinstance(raw, dict):
+        return {_str(k): v if isinstance(v, int | float) else _str(v) for k, v in raw.items()}
+    out: dict[str, Any] = {}
+    for line in _str(raw).splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, _, v = line.partition(":")
+            out[k.strip()] = v.strip()
+    return out
 
 
 class _Clocks:
