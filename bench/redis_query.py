@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collector.importer import ImportOptions, run_import  # noqa: E402
-from tests.querytools import client_for  # noqa: E402
-from tests.redis_cluster import RedisClusterProcs  # noqa: E402
-from tests.service import make_settings  # noqa: E402
+from collector.importer import ImportOptions, run_import
+from tests.querytools import client_for
+from tests.redis_cluster import RedisClusterProcs
+from tests.service import make_settings
 
 QUERIES = ("| count", "status >= 500 | count by path_template | limit 10",
            "| p95 bytes by status", 'path ^= "/api" | count by browser')
