@@ -12,6 +12,7 @@ records are still there.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,15 @@ from tests.backends import Backend
 from tests.querytools import client_for
 from tests.service import files_containing, make_settings
 from tests.test_erasure import HINT, MARKER, batch
+
+# this test's own marker and hint: other tests on the same cluster keep test_erasure's
+NONCE = secrets.token_hex(4)
+MY_MARKER, MY_HINT = f"{MARKER}{NONCE}x", f"{HINT}-{NONCE}"
+
+
+def my_batch(now: float) -> bytes:
+    return batch(now).replace(MARKER.encode(), MY_MARKER.encode()).replace(
+        HINT.encode(), MY_HINT.encode())
 
 
 @pytest.fixture(scope="module")
@@ -66,23 +76,23 @@ async def test_erased_bytes_leave_memory_and_every_aof(tmp_path: Path,
     values = redis_backend.values(data)
     client = await client_for(make_settings(data, **values, **{"sessions.idle_timeout": "1h"}))
     try:
-        resp = await client.post("/v1/logs", data=batch(time.time()),
+        resp = await client.post("/v1/logs", data=my_batch(time.time()),
                                  headers={"Content-Type": "application/x-ndjson"})
         assert (await resp.json())["accepted"] == 42
         prefix = values["store.redis_prefix"]
-        assert MARKER.encode() in await node_values(redis_backend, prefix)
+        assert MY_MARKER.encode() in await node_values(redis_backend, prefix)
         deadline = time.time() + 10  # appendfsync everysec, and the replicas catch up
         while time.time() < deadline:
-            found = files_containing(redis_backend.files(), [MARKER + "3", "/shop/item/7"])
+            found = files_containing(redis_backend.files(), [MY_MARKER + "3", "/shop/item/7"])
             if len(found) == 2:
                 break
             await asyncio.sleep(0.2)
-        assert set(found) == {MARKER + "3", "/shop/item/7"}, "the search sees the nodes' files"
+        assert set(found) == {MY_MARKER + "3", "/shop/item/7"}, "the search sees the nodes' files"
 
-        resp = await client.post("/v1/admin/erase", data=orjson.dumps({"hint": HINT}))
+        resp = await client.post("/v1/admin/erase", data=orjson.dumps({"hint": MY_HINT}))
         body = await resp.json()
         assert resp.status == 200 and body["records_deleted"] == 12, body
-        assert MARKER.encode() not in await node_values(redis_backend, prefix), "memory"
+        assert MY_MARKER.encode() not in await node_values(redis_backend, prefix), "memory"
         store = client.server.app[STORE]
         assert store._rewriting is not None
         assert await asyncio.wait_for(store._rewriting, 60) == len(redis_backend.cluster.ports)
@@ -91,8 +101,8 @@ async def test_erased_bytes_leave_memory_and_every_aof(tmp_path: Path,
             await asyncio.sleep(0.1)
         assert rewritten(redis_backend)
         await asyncio.sleep(1.5)  # the replicas' own rewrites of what they had replicated
-        left = files_containing(redis_backend.files(), [MARKER, HINT, "/shop/item/7"])
-        assert MARKER not in left and HINT not in left, left
+        left = files_containing(redis_backend.files(), [MY_MARKER, MY_HINT, "/shop/item/7"])
+        assert MY_MARKER not in left and MY_HINT not in left, left
         assert "/shop/item/7" in left, "the other visitors' records are still in the files"
     finally:
         await client.close()

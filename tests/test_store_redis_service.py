@@ -296,3 +296,25 @@ def test_serve_with_an_unreachable_cluster_exits_with_one_line(tmp_path: Path) -
     last = out.stderr.decode().strip().splitlines()[-1]
     assert last.startswith("lethelog: bad setting: store.redis_nodes: cannot use the Redis")
     assert "Traceback" not in out.stderr.decode()
+
+
+async def test_local_cli_query_reads_the_cluster(
+        tmp_path: Path, cluster: RedisClusterProcs, collectors: Collectors) -> None:
+    """``lethelog query --data-dir`` on a redis deployment answers from the cluster (audited in
+    the local data directory), not from a SQLite file that is not there."""
+    prefix = f"cli{next(_prefix)}"
+    red = await collectors.start(tmp_path / "r", **redis_values(cluster, prefix))
+    await post(red, [clf(f"192.0.{i}.10", time.time(), f"/p{i % 2}") for i in range(5)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHELOG_")}
+    env.update({"PYTHONPATH": str(ROOT), "LETHELOG_STORE_BACKEND": "redis",
+                "LETHELOG_STORE_REDIS_NODES": cluster.nodes[0],
+                "LETHELOG_STORE_REDIS_PREFIX": prefix})
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "collector", "query", "--data-dir",
+                         str(tmp_path / "cli"), "| count by path", "--format", "ndjson"],
+        capture_output=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    rows = [orjson.loads(x) for x in out.stdout.splitlines() if x.startswith(b"{")]
+    assert sorted((r["path"], r["count"]) for r in rows) == [("/p0", 3), ("/p1", 2)]
+    audit = (tmp_path / "cli" / "audit.log").read_text()
+    assert '"endpoint":"cli:query"' in audit and '"rows":2' in audit

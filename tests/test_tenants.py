@@ -34,8 +34,6 @@ from tests.aggtools import CITY, wait_for
 from tests.backends import values_for
 from tests.service import REPLAY, all_files, files_containing
 
-pytestmark = pytest.mark.usefixtures("backend")  # on SQLite and on a Redis Cluster
-
 T0 = 1_748_772_000.0  # 2025-06-01T10:00:00Z: a replay, judged on its own timestamps
 MINUTES = 12
 SCAN = range(4, 7)  # minutes with scans
@@ -273,6 +271,7 @@ def leaks(text: str, scope: tuple[str, ...] | None, star: set[str]) -> list[str]
 
 # ------------------------------------------------------------------------------ the test
 
+@pytest.mark.usefixtures("backend")  # on SQLite and on a Redis Cluster (tests/backends.py)
 async def test_every_read_route_with_every_token_shows_only_its_sites(tmp_path: Path) -> None:
     for s in SITES.values():  # found anew on each backend
         s.anomalies.clear()

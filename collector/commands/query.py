@@ -9,6 +9,7 @@ directory as token ``cli:<user>``. Output: a readable table (default), NDJSON, C
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
 import sqlite3
@@ -93,6 +94,19 @@ def _remote(ns: argparse.Namespace) -> int:
     return 0
 
 
+async def _on_cluster(settings: Any, answer: Any) -> Any:
+    """Run ``answer(conn)`` through the redis store's read (the same SQL on a snapshot)."""
+    from collector.metrics import Metrics
+    from collector.store import open_store
+
+    store = open_store(settings, Metrics())
+    await store.start()
+    try:
+        return await store.read(answer)
+    finally:
+        await store.close()
+
+
 def _local(ns: argparse.Namespace) -> int:
     from collector.aggregates.read import k_for
     from collector.audit import AuditLog
@@ -103,7 +117,8 @@ def _local(ns: argparse.Namespace) -> int:
     settings = settings_from(ns)
     data_dir = Path(settings.server.data_dir)
     db = data_dir / "lethelog.db"
-    if not db.is_file():
+    shared = settings.store.backend == "redis"  # the records live in the cluster
+    if not shared and not db.is_file():
         _error(f"no store at {db} (is --data-dir right?)")
         return 1
     book = AuditLog.in_dir(data_dir, settings.audit.retention, settings.audit.fsync)
@@ -115,11 +130,14 @@ def _local(ns: argparse.Namespace) -> int:
         book.append(**who, rows=0, outcome="rejected")
         _error(str(exc), exc.to_json(ns.expr))
         return 2
-    conn = connect(db, readonly=True)
+    def answer(conn: sqlite3.Connection) -> Any:
+        return run_query(conn, parsed, sites=None, timeout=settings.query.timeout,
+                         max_rows=settings.query.max_rows, source=ns.source,
+                         k=k_for(settings, None))
+
+    conn = None if shared else connect(db, readonly=True)
     try:
-        result = run_query(conn, parsed, sites=None, timeout=settings.query.timeout,
-                           max_rows=settings.query.max_rows, source=ns.source,
-                           k=k_for(settings, None))
+        result = answer(conn) if conn is not None else asyncio.run(_on_cluster(settings, answer))
     except QueryError as exc:
         book.append(**who, rows=0, outcome="rejected")
         _error(str(exc), exc.to_json(ns.expr))
@@ -132,7 +150,8 @@ def _local(ns: argparse.Namespace) -> int:
         _error(f"cannot read {db}: {exc}")
         return 1
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
     book.append(**who, rows=len(result.rows))
     _print(result, ns.fmt)
     return 0
