@@ -18,6 +18,7 @@ exception's type name — never its text or traceback, which can hold request da
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from types import TracebackType
@@ -61,6 +62,7 @@ _peer_masker = IPMasker(24, 48)
 _text_masker = TextMasker(_peer_masker.mask_packed)
 _path_scrubber = UrlScrubber(addresses=_text_masker)
 _MAX_TEMPLATE = 200
+_WARNING_CATEGORY = re.compile(r": (\w*Warning): ")
 
 
 def _masked_ip(value: Any) -> str | None:
@@ -85,6 +87,10 @@ class LibraryLogHandler(logging.Handler):
             else:
                 fields["template"] = type(msg).__name__
             args = record.args if isinstance(record.args, tuple) else ()
+            if record.name == "py.warnings" and args and isinstance(args[0], str):
+                category = _WARNING_CATEGORY.search(args[0])
+                if category:
+                    fields["warning"] = category.group(1)
             peers = [p for p in map(_masked_ip, args) if p]
             if peers:
                 fields["peer"] = peers[0] if len(peers) == 1 else peers

@@ -30,7 +30,7 @@ from masking.consent import consent_flags
 from masking.ip import AddressError, IPMasker
 from masking.language import parse_accept_language
 from masking.session import session_key
-from masking.textaddr import TextMasker
+from masking.textaddr import CONTENT_HOST_FIELDS, CONTENT_TEXT_FIELDS, TextMasker
 from masking.url import UrlScrubber, path_template
 
 log = structlog.get_logger("lethelog.pipeline")
@@ -183,9 +183,8 @@ class MaskContent:
     Android agent's device model, a browser family captured from free text) as text. Masked
     with the record's site's keep bits (``masking.textaddr``)."""
 
-    HOST = "host"
-    TEXT = ("method", "protocol", "device", "browser", "browser_version", "os", "os_version",
-            "language", "timezone")
+    HOST = CONTENT_HOST_FIELDS[0]
+    TEXT = CONTENT_TEXT_FIELDS
 
     def __init__(self, default: TextMasker, per_site: dict[str, TextMasker]) -> None:
         self.default = default

@@ -32,7 +32,16 @@ import socket
 from collections.abc import Callable
 from functools import lru_cache
 
-__all__ = ["TextMasker", "find_addresses", "holds_address", "parse_host"]
+__all__ = ["CONTENT_HOST_FIELDS", "CONTENT_TEXT_FIELDS", "TextMasker", "find_addresses",
+           "holds_address", "parse_host"]
+
+# Stored record fields a client chose, besides the URL ones (``masking.url``): masked as a host
+# (any ``inet_aton`` form) or as text. A columnar engine applies ``TextMasker.host`` /
+# ``TextMasker.text`` to each distinct value of these columns (``languages`` element-wise).
+CONTENT_HOST_FIELDS: tuple[str, ...] = ("host",)
+CONTENT_TEXT_FIELDS: tuple[str, ...] = (
+    "method", "protocol", "device", "browser", "browser_version", "os", "os_version",
+    "language", "timezone")
 
 _PART = r"(?:0[xX][0-9A-Fa-f]{1,8}|[0-9]{1,12})"
 _DOTTED = re.compile(

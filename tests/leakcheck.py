@@ -134,12 +134,12 @@ class Needles:
     triples: set[bytes]  # three consecutive IPv6 groups (6to4 prefix, IPv6 host groups)
     packed: bytes | None  # raw bytes of the host part (IPv6), searched in the raw blob
 
-    def find(self, scanned: Scanned) -> str | None:
+    def find(self, scanned: Scanned, packed: bool = True) -> str | None:
         for attr in ("words", "hex8", "pair_end", "triples"):
             hit = getattr(self, attr) & getattr(scanned, attr)
             if hit:
                 return f"{attr} {sorted(hit)[0].decode()}"
-        if self.packed is not None and self.packed in scanned.raw:
+        if packed and self.packed is not None and self.packed in scanned.raw:
             return f"packed {self.packed.hex()}"
         return None
 
