@@ -171,3 +171,11 @@ def test_nul_characters_are_a_clear_error_not_a_500(svc: ServiceProcess) -> None
     q = urllib.parse.urlencode({"q": "\x002026-12-01T00:00:00Z | limit 5"})
     status, _, answer = call(svc.url, f"/v1/query?{q}")
     assert status == 400, answer
+
+
+@pytest.mark.parametrize("route", ["/dashboard/api/summary", "/v1/aggregates", "/v1/anomalies"])
+def test_out_of_range_times_are_400(svc: ServiceProcess, route: str) -> None:
+    """Found by tests/test_fuzz.py: start=99999999999999999999 overflowed into a 500."""
+    for value in ("99999999999999999999", "-99999999999999999999"):
+        status, _, answer = call(svc.url, f"{route}?start={value}")
+        assert status == 400, (route, answer[:200])
