@@ -179,3 +179,22 @@ def test_out_of_range_times_are_400(svc: ServiceProcess, route: str) -> None:
     for value in ("99999999999999999999", "-99999999999999999999"):
         status, _, answer = call(svc.url, f"{route}?start={value}")
         assert status == 400, (route, answer[:200])
+
+
+@pytest.mark.parametrize("route", ["/v1/records?limit=", "/v1/anomalies?limit=",
+                                   "/v1/aggregates?limit=", "/v1/admin/sessions?limit=",
+                                   "/v1/admin/audit?limit="])
+def test_unicode_digits_in_limits_are_400(svc: ServiceProcess, route: str) -> None:
+    """Found by tests/test_fuzz.py: '¹' passes str.isdigit() but not int(): was a 500."""
+    status, _, answer = call(svc.url, route + urllib.parse.quote("¹"))
+    assert status == 400, (route, answer[:200])
+
+
+def test_content_type_error_repeats_no_address(svc: ServiceProcess) -> None:
+    """Found by tests/test_fuzz.py: the refused Content-Type was quoted back verbatim."""
+    status, _, answer = call(svc.url, "/v1/logs", b"x\n", "POST",
+                             {"Content-Type": "203.0.113.77"})
+    assert status == 415 and b"203.0.113" not in answer, answer
+    status, _, answer = call(svc.url, "/v1/logs", b"x\n", "POST",
+                             {"Content-Type": "application/xml"})
+    assert status == 415 and b"'application/xml'" in answer, answer

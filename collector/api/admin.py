@@ -42,7 +42,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _limit(request: web.Request, default: int, most: int) -> int:
     raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
         raise web.HTTPBadRequest(text=f"limit: expected an integer 1..{most}, got {raw[:20]!r}")
     return int(raw)
 

@@ -27,7 +27,7 @@ async def get_aggregates(request: web.Request) -> web.Response:
     by = [d.strip() for d in request.query.get("by", "").split(",") if d.strip()]
     start, end = time_param(request, "start"), time_param(request, "end")
     raw_limit = request.query.get("limit", "1000")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_ROWS:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_ROWS:
         raise bad_request(f"limit: expected an integer 1..{MAX_ROWS}, got {raw_limit[:20]!r}")
     sites = request[PRINCIPAL].sites
     k = k_for(request.app[SETTINGS], sites)

@@ -21,7 +21,7 @@ async def get_anomalies(request: web.Request) -> web.Response:
     if status not in ("open", "closed", "all"):
         raise bad_request(f"status: expected open, closed or all, got {status[:20]!r}")
     raw = request.query.get("limit", "1000")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10_000:
         raise bad_request(f"limit: expected an integer 1..10000, got {raw[:20]!r}")
     start, end = time_param(request, "start"), time_param(request, "end")
     rows = await request.app[DETECTOR].list(request[PRINCIPAL].sites, start, end, status,

@@ -19,8 +19,10 @@ MAX_LIMIT = 10_000_000
 @requires("sre")
 async def get_records(request: web.Request) -> web.StreamResponse:
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise web.HTTPBadRequest(text=f"limit: expected an integer 1..{MAX_LIMIT}, got {raw!r}")
+    # isdecimal + isascii: "¹" is a digit to isdigit() but not to int()
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise web.HTTPBadRequest(text=f"limit: expected an integer 1..{MAX_LIMIT}, "
+                                      f"got {raw[:20]!r}")
     session = request.query.get("session") or None
     rows = await request.app[STORE].records(int(raw), session=session,
                                             sites=request[PRINCIPAL].sites)

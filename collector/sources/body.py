@@ -8,6 +8,7 @@ array; an element's number is its "line"), and ``text/plain`` access-log lines i
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -102,6 +103,17 @@ def _text(data: bytes, fmt: str | None, max_line: int) -> Iterator[Item]:
         raise BodyError(f"format: {exc}") from None
 
 
+_MIME = re.compile(r"[a-z][a-z0-9.+-]{0,30}/[a-z][a-z0-9.+-]{0,60}")
+
+
+def _shown(ctype: str) -> str:
+    """The type, quoted, when it has the shape of a media type (no digits-and-dots host or
+    address can pass for one); otherwise nothing of what the client sent is repeated."""
+    if _MIME.fullmatch(ctype) and not any(ch.isdigit() for ch in ctype.split("/")[0]):
+        return f" {ctype!r}"
+    return ""
+
+
 def read_body(data: bytes, content_type: str, fmt: str | None, max_line: int) -> Iterator[Item]:
     ctype = content_type.split(";")[0].strip().lower()
     if ctype in NDJSON_TYPES:
@@ -111,7 +123,7 @@ def read_body(data: bytes, content_type: str, fmt: str | None, max_line: int) ->
     if ctype in TEXT_TYPES or ctype.startswith("text/"):
         return _text(data, fmt, max_line)
     raise BodyError(
-        f"unsupported Content-Type {ctype!r}: use application/x-ndjson, application/json "
+        f"unsupported Content-Type{_shown(ctype)}: use application/x-ndjson, application/json "
         "or text/plain",
         status=415,
     )
