@@ -125,3 +125,38 @@ def test_ewmas_are_unbiased_from_the_first_minute() -> None:
         base.update(START + 60 * k, 400 + rng.gauss(0, 60))
     _, sigma = base.forecast(START + 40 * 60)
     assert 35 <= sigma <= 90, sigma  # the spread, not sqrt(forecast) of a variance still near 0
+
+
+def _small_site(counts: dict[int, float], minutes: int) -> list[Anomaly]:
+    """A site's per-minute request counts (missing minutes: no traffic) through the engine."""
+    engine = Engine(DetectSettings(), anonymizers=False)
+    out = []
+    for k in range(minutes):
+        t = START + 60 * k
+        n = counts.get(k, 0.0)
+        by = {"blog": Minute(t, "blog", total={"requests": n})} if n else {}
+        out += [a for what, a in engine.feed(t, by) if what == "opened"]
+    return out
+
+
+def test_a_small_site_outage_is_a_drop_and_a_sparse_log_is_not() -> None:
+    rng = random.Random(3)
+    steady = {k: float(max(0, round(rng.gauss(8, 3)))) for k in range(240)}
+    found = _small_site(steady, 300)  # then an hour with nothing (forecast ~8 a minute)
+    drops = [a for a in found if a.kind == "traffic_drop"]
+    assert len(drops) == 1 and found == drops, [(a.kind, a.evidence) for a in found]
+    assert START + 240 * 60 <= drops[0].start <= START + 250 * 60
+    assert drops[0].evidence["minutes"] >= 4 and drops[0].evidence["requests_in_run"] == 0
+    # a log of a few requests in days (fail2ban_traefik-auth): silence is its normal
+    sparse = {k: float(rng.randrange(1, 4)) for k in range(0, 4 * 1440, 700)}
+    assert _small_site(sparse, 4 * 1440) == []
+
+
+def test_a_small_site_flash_crowd_is_a_spike() -> None:
+    rng = random.Random(4)
+    counts = {k: float(max(0, round(rng.gauss(4, 2)))) for k in range(180)}
+    for k in range(150, 160):
+        counts[k] = float(round(rng.gauss(24, 4)))  # x6 for ten minutes, < 60 in any minute
+    found = _small_site(counts, 180)
+    assert [a.kind for a in found] == ["traffic_spike"], [(a.kind, a.evidence) for a in found]
+    assert found[0].detected - (START + 150 * 60) <= 4 * 60

@@ -15,7 +15,7 @@ anomalous, so an incident does not teach the baseline that it is normal.
 
 **No start-up bias.** An EWMA that starts from zero underestimates for many half-lives (after
 30 minutes a one-day EWMA of a steady 43 % share reads 0.6 %). Every average here is either
-seeded from its first observation (the level, each seasonal slot) or divided by the weight its
+seeded from its first observation (the level) or divided by the weight its
 observations have had so far, ``1 - (1 - alpha)^n`` (:class:`Ewma`, the spread, rates), or is a
 ratio of two EWMAs that start together, whose biases cancel (:class:`DecayingShares`).
 """
@@ -54,7 +54,8 @@ class Ewma:
 
 
 class SeasonalBaseline:
-    __slots__ = ("alpha", "beta", "gamma", "level", "n", "season", "season_n", "trend", "var")
+    __slots__ = ("alpha", "beta", "gamma", "level", "n", "season", "season_n", "season_w",
+                 "trend", "var")
 
     def __init__(self, halflife: float, season_halflife: float) -> None:
         self.alpha = alpha_for(halflife)
@@ -64,7 +65,8 @@ class SeasonalBaseline:
         self.level: float | None = None
         self.trend = 0.0
         self.var = 0.0
-        self.season = [0.0] * SLOTS
+        self.season = [0.0] * SLOTS  # EWMA from 0 ...
+        self.season_w = [0.0] * SLOTS  # ... and the weight it has had (its correction)
         self.season_n = [0] * SLOTS
         self.n = 0
 
@@ -73,7 +75,9 @@ class SeasonalBaseline:
 
     def _seasonal(self, s: int) -> float:
         """The slot's term, once a whole day was seen (before that the level alone)."""
-        return self.season[s] if self.n >= 1440 and self.season_n[s] >= 15 else 0.0
+        if self.n < 1440 or self.season_n[s] < 15:
+            return 0.0
+        return self.season[s] / self.season_w[s]
 
     def forecast(self, minute: float) -> tuple[float, float]:
         """(expected count, sigma) for the minute starting at ``minute``."""
@@ -104,8 +108,10 @@ class SeasonalBaseline:
         prev = self.level
         self.level = self.alpha * (x - seasonal) + (1 - self.alpha) * (prev + self.trend)
         self.trend = 0.995 * (self.beta * (self.level - prev) + (1 - self.beta) * self.trend)
-        self.season[s] += self.gamma * (x - self.level - self.season[s]) if self.season_n[s] \
-            else (x - self.level)
+        # the slot's mean is corrected for its start from 0, so its first day is the average of
+        # its minutes (one burst minute is not taken for the slot's profile)
+        self.season[s] += self.gamma * (x - self.level - self.season[s])
+        self.season_w[s] += self.gamma * (1.0 - self.season_w[s])
         self.season_n[s] += 1
         self.n += 1
 

@@ -37,23 +37,30 @@ def _top(rows: dict[str, Counts], key: Any, n: int = 3) -> list[dict[str, Any]]:
 
 
 class Volume:
-    """traffic_spike / traffic_drop: the minute's requests against the seasonal forecast.
+    """traffic_spike / traffic_drop: requests against the seasonal forecast, judged over the
+    current run of minutes that are each past the ratio (a single minute on a big site; a few
+    on a small site, whose flash crowd or outage is clear only summed over minutes).
 
-    A spike needs ``spike_min_requests`` in the minute, or in its last ``SUSTAIN`` minutes when
-    each of them is past the ratio and z thresholds (a small site's flash crowd). A drop is
-    judged over the current run of minutes each at most ``drop_ratio`` of its forecast: the
-    run's expected requests ≥ ``drop_min_baseline``, its requests ≤ ``drop_ratio`` of that,
-    ``drop_z`` sigmas below it (a single minute on a big site; several on a small site's
-    outage)."""
-
-    SUSTAIN = 3
+    Spike: every minute of the run ≥ ``spike_ratio`` × its forecast; over the run, requests ≥
+    ``spike_min_requests`` and ≥ ``spike_z`` sigmas above the expected. Drop: every minute ≤
+    ``drop_ratio`` × its forecast; over the run, expected ≥ ``drop_min_baseline`` and requests
+    ``drop_z`` sigmas below it, and the site had at least ``drop_min_baseline`` requests in the
+    hour before the run (a forecast alone is no proof that traffic was there to drop)."""
 
     def __init__(self, cfg: DetectSettings) -> None:
         self.cfg = cfg
         self.base = SeasonalBaseline(cfg.baseline_halflife, cfg.season_halflife)
         self.warm = int(cfg.warmup // 60)
-        self.high: deque[float] = deque(maxlen=self.SUSTAIN)  # the run of spike minutes
-        self.low = [0, 0.0, 0.0, 0.0]  # run of low minutes: minutes, requests, expected, var
+        self.high = [0, 0.0, 0.0, 0.0]  # run of high minutes: minutes, requests, expected, var
+        self.low = [0, 0.0, 0.0, 0.0]  # run of low minutes
+        self.hour: deque[float] = deque(maxlen=60)  # requests of the last hour's minutes
+        self.before = 0.0  # requests in the hour before the current low run began
+
+    @staticmethod
+    def _run(run: list[Any], inside: bool, x: float, f: float, sigma: float) -> list[Any]:
+        if not inside:
+            return [0, 0.0, 0.0, 0.0]
+        return [run[0] + 1, run[1] + x, run[2] + f, run[3] + sigma * sigma]
 
     def __call__(self, m: Minute) -> list[Finding]:
         c = self.cfg
@@ -64,33 +71,26 @@ class Volume:
             z = (x - f) / sigma
             ev: dict[str, Any] = {"requests": int(x), "forecast": _r(f), "sigma": _r(sigma),
                                   "z": _r(z)}
-            high = x >= c.spike_ratio * f and z >= c.spike_z
-            if high:
-                self.high.append(x)
-            else:
-                self.high.clear()
-            sustained = len(self.high) == self.SUSTAIN and sum(self.high) >= c.spike_min_requests
-            low = self.low
-            if x <= c.drop_ratio * f and f > 0:
-                low[0] += 1
-                low[1] += x
-                low[2] += f
-                low[3] += sigma * sigma
-            else:
-                self.low = low = [0, 0.0, 0.0, 0.0]
-            if high and (x >= c.spike_min_requests or sustained):
-                if x < c.spike_min_requests:
-                    ev["minutes"] = self.SUSTAIN
-                    ev["requests_in_run"] = int(sum(self.high))
+            self.high = hi = self._run(self.high, x >= c.spike_ratio * f, x, f, sigma)
+            self.low = lo = self._run(self.low, f > 0 and x <= c.drop_ratio * f, x, f, sigma)
+            if lo[0] == 1:
+                self.before = sum(self.hour)
+            if hi[0] and hi[1] >= c.spike_min_requests and \
+                    (hi[1] - hi[2]) / math.sqrt(max(hi[3], 1.0)) >= c.spike_z:
+                if hi[0] > 1:
+                    ev.update(minutes=hi[0], requests_in_run=int(hi[1]),
+                              expected_in_run=_r(hi[2]))
                 out.append(Finding("traffic_spike", {}, ev,
-                                   min(z / c.spike_z, x / max(c.spike_ratio * f, 1.0))))
-            elif low[0] and low[2] >= c.drop_min_baseline and low[1] <= c.drop_ratio * low[2] \
-                    and (low[2] - low[1]) / math.sqrt(max(low[3], 1.0)) >= c.drop_z:
-                if low[0] > 1:
-                    ev.update(minutes=low[0], requests_in_run=int(low[1]),
-                              expected_in_run=_r(low[2]))
+                                   min(z / c.spike_z, hi[1] / max(c.spike_ratio * hi[2], 1.0))))
+            elif lo[0] and lo[2] >= c.drop_min_baseline and lo[1] <= c.drop_ratio * lo[2] \
+                    and self.before >= c.drop_min_baseline \
+                    and (lo[2] - lo[1]) / math.sqrt(max(lo[3], 1.0)) >= c.drop_z:
+                if lo[0] > 1:
+                    ev.update(minutes=lo[0], requests_in_run=int(lo[1]),
+                              expected_in_run=_r(lo[2]))
                 out.append(Finding("traffic_drop", {}, ev,
-                                   (low[2] - low[1]) / max(low[2] * (1 - c.drop_ratio), 1.0)))
+                                   (lo[2] - lo[1]) / max(lo[2] * (1 - c.drop_ratio), 1.0)))
+        self.hour.append(x)
         if not out:
             self.base.update(m.t, x)
         return out
@@ -129,18 +129,25 @@ class ErrorRate:
         self.base = RateBaseline(cfg.baseline_halflife)
         self.paths: dict[str, RateBaseline] = {}
         self.recent: deque[dict[str, tuple[float, float]]] = deque(maxlen=self.PATH_WINDOW)
+        self.site: deque[tuple[float, float]] = deque(maxlen=self.PATH_WINDOW)
 
     def __call__(self, m: Minute) -> list[Finding]:
         c = self.cfg
         errors, req = m.get("s5xx"), m.get("requests")
-        rate = errors / req if req else 0.0
+        self.site.append((errors, req))
         need = max(c.error_rate, c.error_factor * self.base.rate)
         rows = m.rows("path_template")
-        if errors >= c.error_min and rate >= need:
-            ev = {"status_5xx": int(errors), "requests": int(req), "rate": _r(rate),
-                  "baseline_rate": _r(self.base.rate),
-                  "top_paths": _top(rows, lambda r: r.get("s5xx", 0))}
-            return [Finding("error_rate", {}, ev, rate / need, "medium")]
+        # the minute alone, else the last PATH_WINDOW minutes (a small site's burst)
+        for n, (e, r) in enumerate(((errors, req), (sum(x for x, _ in self.site),
+                                                    sum(y for _, y in self.site)))):
+            rate = e / r if r else 0.0
+            if errors and e >= c.error_min and rate >= need:
+                ev = {"status_5xx": int(e), "requests": int(r), "rate": _r(rate),
+                      "baseline_rate": _r(self.base.rate),
+                      "top_paths": _top(rows, lambda r: r.get("s5xx", 0))}
+                if n:
+                    ev["window_minutes"] = len(self.site)
+                return [Finding("error_rate", {}, ev, rate / need, "medium")]
         self.base.update(errors, req)
         return self._paths(rows)
 

@@ -113,7 +113,7 @@
         return N(e.status_5xx) + " of " + N(e.requests) + " requests answered 5xx (" +
           P(e.rate) + ", usually " + P(e.baseline_rate) + ")" +
           (dims.path_template ? " on " + dims.path_template + " in " + N(e.window_minutes) + " min"
-            : " in one minute" + (e.top_paths && e.top_paths.length ? "; most on " + nets(e.top_paths) : ""));
+            : (e.window_minutes ? " in " + N(e.window_minutes) + " min" : " in one minute") + (e.top_paths && e.top_paths.length ? "; most on " + nets(e.top_paths) : ""));
       case "traffic_spike":
       case "traffic_drop":
         if (e.minutes) {
