@@ -311,6 +311,8 @@ class DetectSettings:
                              min=0.0, max=1.0)
     error_factor: float = _opt(3.0, "5xx spike: and at least this many times the baseline share.",
                                "float", min=1.0)
+    error_window_min: int = _opt(5, "5xx spike over the last 3 minutes (a small site's burst): "
+                                 "at least this many 5xx, and the same shares.", "int", min=1)
     error_path_rate: float = _opt(0.3, "5xx on one path template: at least this share of the "
                                   "path's requests over 3 minutes (and error_min 5xx, "
                                   "error_factor x its baseline).", "float", min=0.0, max=1.0)

@@ -71,12 +71,13 @@ class Volume:
             z = (x - f) / sigma
             ev: dict[str, Any] = {"requests": int(x), "forecast": _r(f), "sigma": _r(sigma),
                                   "z": _r(z)}
-            self.high = hi = self._run(self.high, x >= c.spike_ratio * f, x, f, sigma)
+            self.high = hi = self._run(self.high, x >= c.spike_ratio * f and x > 0, x, f, sigma)
             self.low = lo = self._run(self.low, f > 0 and x <= c.drop_ratio * f, x, f, sigma)
             if lo[0] == 1:
                 self.before = sum(self.hour)
-            if hi[0] and hi[1] >= c.spike_min_requests and \
-                    (hi[1] - hi[2]) / math.sqrt(max(hi[3], 1.0)) >= c.spike_z:
+            if hi[0] and hi[1] >= c.spike_min_requests and hi[1] >= c.spike_ratio * hi[2] \
+                    and x >= c.spike_ratio * f \
+                    and (hi[1] - hi[2]) / math.sqrt(max(hi[3], 1.0)) >= c.spike_z:
                 if hi[0] > 1:
                     ev.update(minutes=hi[0], requests_in_run=int(hi[1]),
                               expected_in_run=_r(hi[2]))
@@ -141,7 +142,7 @@ class ErrorRate:
         for n, (e, r) in enumerate(((errors, req), (sum(x for x, _ in self.site),
                                                     sum(y for _, y in self.site)))):
             rate = e / r if r else 0.0
-            if errors and e >= c.error_min and rate >= need:
+            if errors and e >= (c.error_window_min if n else c.error_min) and rate >= need:
                 ev = {"status_5xx": int(e), "requests": int(r), "rate": _r(rate),
                       "baseline_rate": _r(self.base.rate),
                       "top_paths": _top(rows, lambda r: r.get("s5xx", 0))}
