@@ -160,3 +160,38 @@ def test_a_small_site_flash_crowd_is_a_spike() -> None:
     found = _small_site(counts, 180)
     assert [a.kind for a in found] == ["traffic_spike"], [(a.kind, a.evidence) for a in found]
     assert found[0].detected - (START + 150 * 60) <= 4 * 60
+
+
+def test_a_5xx_burst_on_one_path_of_a_big_site_is_found_for_that_path() -> None:
+    """300 requests a minute, 0.3 % 5xx; then /checkout (10 a minute) answers only 503: the
+    site's share stays below 5 %, the path's is 100 %."""
+    engine = Engine(DetectSettings(), anonymizers=False)
+    rng = random.Random(5)
+    found = []
+    for k in range(120):
+        t = START + 60 * k
+        broken = k >= 100
+        paths = {"/": {"requests": 200.0, "s5xx": float(rng.random() < 0.5)},
+                 "/checkout": {"requests": 10.0, "s5xx": 10.0 if broken else 0.0},
+                 "/api/items": {"requests": 90.0, "s5xx": 0.0}}
+        total = {"requests": 300.0, "s5xx": sum(p["s5xx"] for p in paths.values())}
+        m = Minute(t, "shop", total=total, by={"path_template": paths})
+        found += [a for what, a in engine.feed(t, {"shop": m}) if what == "opened"]
+    assert [(a.kind, a.dims) for a in found] == [("error_rate", {"path_template": "/checkout"})]
+    a = found[0]
+    assert a.evidence["rate"] == 1.0 and a.evidence["status_5xx"] >= 10
+    assert a.detected - (START + 100 * 60) <= 120
+
+
+def test_a_small_site_5xx_burst_is_found_over_three_minutes() -> None:
+    found = []
+    engine = Engine(DetectSettings(), anonymizers=False)
+    for k in range(120):
+        t = START + 60 * k
+        errors = 3.0 if 100 <= k < 103 else 0.0  # 3 of 10 a minute: never 10 in one minute
+        m = Minute(t, "blog", total={"requests": 10.0, "s5xx": errors})
+        found += [a for what, a in engine.feed(t, {"blog": m}) if what == "opened"]
+    assert [(a.kind, a.dims) for a in found] == [("error_rate", {})]
+    a = found[0]
+    assert a.start == START + 101 * 60, "reported in the burst's second minute (6 errors)"
+    assert a.evidence["window_minutes"] == 3 and a.evidence["status_5xx"] >= 6
