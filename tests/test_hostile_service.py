@@ -198,3 +198,11 @@ def test_content_type_error_repeats_no_address(svc: ServiceProcess) -> None:
     status, _, answer = call(svc.url, "/v1/logs", b"x\n", "POST",
                              {"Content-Type": "application/xml"})
     assert status == 415 and b"'application/xml'" in answer, answer
+
+
+def test_body_that_is_not_its_content_encoding_is_400(svc: ServiceProcess) -> None:
+    """Found by tests/test_fuzz.py: 'Content-Encoding: gzip' on a plain body was a 500."""
+    for encoding in ("gzip", "deflate", "br"):
+        status, _, answer = call(svc.url, "/v1/logs", b"not compressed\n", "POST",
+                                 {"Content-Type": "text/plain", "Content-Encoding": encoding})
+        assert status in (400, 415), (encoding, status, answer[:200])

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from collector.appkeys import METRICS, PIPELINE, SETTINGS, STORE
 from collector.auth import PRINCIPAL, requires
@@ -91,6 +92,9 @@ async def _post_logs(request: web.Request, held: _Held) -> web.Response:
     try:
         async with asyncio.timeout(settings.ingest.body_timeout):
             data = await request.read()
+    except RequestPayloadError:  # e.g. "Content-Encoding: gzip" on a body that is not gzip
+        metrics.inc("lethelog_requests_refused_total", reason="body")
+        return refuse(400, "the body could not be decoded as its Content-Encoding says")
     except web.HTTPRequestEntityTooLarge:
         metrics.inc("lethelog_requests_refused_total", reason="too_large")
         return refuse(413, f"body exceeds {settings.ingest.max_body_size} bytes "
