@@ -141,7 +141,9 @@ class DetectorRunner:
         if self.webhook is not None:
             await self.webhook.close()
         await self._io(self.book.close)
-        self._pool.shutdown(wait=True)
+        # waited for off the loop: a job of the shared book runs its Redis calls on this loop
+        # (blocking the loop here would deadlock with it)
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
 
     async def _forever(self) -> None:
         while True:
