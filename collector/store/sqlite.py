@@ -162,6 +162,7 @@ class SQLiteStore(Store):
             self.table.clocks[source] = max(self.table.clocks.get(source, clock), clock)
         (self._records,) = conn.execute("SELECT count(*) FROM records").fetchone()
         self._writer = conn
+        _warm_up(self.settings)
         self._thread = threading.Thread(target=self._run, name="lethelog-writer", daemon=True)
         self._thread.start()
         self._readers = ThreadPoolExecutor(
@@ -530,6 +531,20 @@ class SQLiteStore(Store):
         return StoreStats(records=self._records, sessions=len(self.table),
                           queue_depth=self._pending_writes,
                           extra={"path": str(self.path)})
+
+
+def _warm_up(settings: Settings) -> None:
+    """Run the columnar write once on a throwaway batch at start, so that polars' thread pool
+    and allocator arenas exist before the first request (memory then stays flat under load)."""
+    from collector.aggregates.frame_counter import FrameAggregator
+
+    table = SessionTable(settings.sessions.idle_timeout)
+    df = to_frame([{"time": 0.0, "session_key": "warm-up", "status": 404, "path": "/",
+                    "path_template": "/", "ip": "192.0.2.0", "languages": ["en"]}])
+    got = assign(df, table, 0.0)
+    counter = FrameAggregator()
+    counter.add_frame(df, got.sids)
+    df.select(sql_columns(df)).rows()
 
 
 def row_to_record(row: tuple[Any, ...]) -> Record:
