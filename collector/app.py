@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from collector.api import admin, aggregates, anomalies, ops, query, records
 from collector.appkeys import (
@@ -27,7 +28,7 @@ from collector.appkeys import (
     UA,
 )
 from collector.audit import audit_ctx
-from collector.auth import TOKENS, TokenBook, auth_middleware
+from collector.auth import TOKENS, Handler, TokenBook, auth_middleware
 from collector.browser import browser_guard
 from collector.dashboard import add_routes as add_dashboard_routes
 from collector.dashboard import cookie_middleware
@@ -138,9 +139,20 @@ async def detector_ctx(app: web.Application) -> AsyncIterator[None]:
     await runner.close()
 
 
+@web.middleware
+async def payload_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body that cannot be decoded as its Content-Encoding says is the client's error (400),
+    on every route that reads one (aiohttp raises RequestPayloadError: was a 500)."""
+    try:
+        return await handler(request)
+    except RequestPayloadError:
+        return web.json_response({"error": "the body could not be decoded as its "
+                                           "Content-Encoding says"}, status=400)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[browser_guard, cookie_middleware, auth_middleware],
+        middlewares=[payload_errors, browser_guard, cookie_middleware, auth_middleware],
         client_max_size=settings.ingest.max_body_size,
         # an idle keep-alive connection, or one whose request headers are not complete
         # within this, is closed (slow clients can't hold a connection open)
