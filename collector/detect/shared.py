@@ -86,7 +86,7 @@ return 1
 
 # KEYS[1] = lease. Releases the lease if it is still ours (a clean shutdown hands over at once).
 RELEASE = r"""
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) end
 return 0
 """
 

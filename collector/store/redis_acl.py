@@ -28,18 +28,22 @@ CLIENT_COMMANDS: tuple[str, ...] = (
     "set", "mget",  # the shared pseudonymisation secrets
     "sadd", "smembers",  # the sites that have aggregates
     "zadd", "zrange", "zrangebyscore", "zrem",  # each site's index of aggregate hours
+    "bgrewriteaof", "info", "cluster|nodes",  # erased bytes leave every node's AOF files
+    "xrange", "xrevrange", "hdel",  # the detectors' live messages and anomaly pruning
 )
 
 # redis-py methods that are not Redis commands
 NOT_COMMANDS = frozenset({"aclose", "close", "execute", "get_nodes", "initialize", "pipeline",
-                          "execute_command", "reset"})
+                          "execute_command", "reset", "get_random_node"})
 # redis-py method names whose command is spelled differently
 METHOD_COMMANDS = {"script_load": "script|load"}
 
 
 def _lua_sources() -> list[str]:
     """Every Lua source in collector.store.redis_lua (its strings, and its dicts of them)."""
-    out: list[str] = []
+    from collector.detect.shared import SCRIPTS as DETECT_SCRIPTS
+
+    out: list[str] = list(DETECT_SCRIPTS.values())  # the detector lease's scripts
     for value in vars(redis_lua).values():
         if isinstance(value, str):
             out.append(value)
