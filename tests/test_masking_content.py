@@ -130,7 +130,8 @@ async def test_addresses_in_every_content_field_are_masked(tmp_path: Path) -> No
     assert len(stored) == 8
     by_ip = {r["ip"]: r for r in stored}
     assert by_ip["198.51.100.0"] is not None
-    text = body.decode()
+    # the records without their random session ids (a hex id may hold "205" by chance)
+    text = orjson.dumps([{k: v for k, v in r.items() if k != "session"} for r in stored]).decode()
     for needle in (V4, "205", "eeee", "ffff", "cb0071cd"):
         assert needle not in text.lower(), needle
     assert "203.0.113.0" in text and "2001:db8:aaaa::" in text
