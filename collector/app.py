@@ -88,6 +88,7 @@ async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     steps = build_steps(settings, app[KEYRING], app[GEO], app[UA], source="local",
                         max_age=settings.sessions.max_age)
     app[PIPELINE] = Pipeline(steps)
+    app[PIPELINE].warm()  # the columnar engine's one-time set-up, before the first request
     yield
 
 

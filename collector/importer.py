@@ -2,10 +2,10 @@
 
 The parent reads the files (plain, ``.gz``, or ``-`` for stdin) in chunks of lines and hands each
 chunk to a worker process. A worker runs exactly what ``POST /v1/logs`` runs on a ``text/plain``
-body — :func:`collector.sources.body.read_body` (parsing) and the steps of
-:func:`collector.pipeline.build_steps` in a :class:`collector.pipeline.Pipeline` — and sends back
-the shaped records. The parent feeds them, in file order, to the one store writer
-(``Store.write``), several batches in flight so the writer's group commit always has work.
+body — :meth:`collector.pipeline.Pipeline.process_body`: the columnar parse and the stages of
+:func:`collector.pipeline.build_steps` — and sends back the shaped batch (a DataFrame). The
+parent feeds them, in file order, to the one store writer (``Store.write``), several batches
+in flight so the writer's group commit always has work.
 
 All workers pseudonymise with the same secret: the parent opens the data directory's
 :class:`~collector.keys.KeyRing` once and passes its current key to each worker (a
@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
+import polars as pl
 import structlog
 
 from collector.aggregates.counter import Partial, partial_counts
@@ -43,10 +44,10 @@ from collector.keys import Key, KeyRing
 from collector.metrics import Metrics
 from collector.parse import FORMATS, ParseError, detect_format
 from collector.parse.lines import W3CParser
-from collector.pipeline import Pipeline, build_steps
+from collector.pipeline import Pipeline, build_steps, records_of
 from collector.record import Record
 from collector.settings import Settings
-from collector.sources.body import BodyError, read_body
+from collector.sources.body import BodyError
 from collector.store import Store, StoreBusy, open_store
 from collector.store.sqlite import SQLiteStore
 
@@ -99,10 +100,15 @@ class Chunk:
 class ChunkResult:
     file: int
     lines: int
-    records: list[Record]
+    frame: pl.DataFrame  # the shaped batch (crosses the process boundary as Arrow, not dicts)
     errors: list[tuple[int, str]]
     dropped: int
     partial: Partial | None = None  # the records' session-independent aggregate counts
+
+    @property
+    def records(self) -> list[Record]:
+        """The shaped batch as stored-record dicts."""
+        return records_of(self.frame)
 
 
 _worker_pipeline: Pipeline | None = None
@@ -129,17 +135,17 @@ def process_chunk(chunk: Chunk, pipeline: Pipeline | None = None,
     assert pipeline is not None and settings is not None, "worker not initialised"
     offset = chunk.first_line - 1 - chunk.prefix
     try:
-        items = read_body(chunk.data, "text/plain", chunk.fmt, settings.ingest.max_line_length)
-        result = pipeline.process(items)
+        result = pipeline.process_body(chunk.data, "text/plain", chunk.fmt,
+                                       settings.ingest.max_line_length)
     except (BodyError, ParseError) as exc:
         lines = chunk.data.count(b"\n")
-        return ChunkResult(chunk.file, lines, [], [(chunk.first_line, str(exc))], 0)
+        return ChunkResult(chunk.file, lines, pl.DataFrame(), [(chunk.first_line, str(exc))], 0)
     errors = [(line + offset, reason) for line, reason in result.errors]
     partial = None
     if chunk.precount:  # counted here, in parallel, instead of in the store's writer
         m = settings.masking
         partial = partial_counts(result.records, m.ipv4_keep_bits, m.ipv6_keep_bits)
-    return ChunkResult(chunk.file, chunk.data.count(b"\n") - chunk.prefix, result.records,
+    return ChunkResult(chunk.file, chunk.data.count(b"\n") - chunk.prefix, result.frame,
                        errors, result.dropped, partial)
 
 
@@ -343,7 +349,7 @@ class ImportOptions:
     precount: bool | None = None
 
 
-async def _write(store: Store, records: list[Record], partial: Partial | None) -> Any:
+async def _write(store: Store, records: pl.DataFrame, partial: Partial | None) -> Any:
     while True:
         try:
             if isinstance(store, SQLiteStore):
@@ -351,6 +357,25 @@ async def _write(store: Store, records: list[Record], partial: Partial | None) -
             return await store.write(records)
         except StoreBusy as exc:
             await asyncio.sleep(min(exc.retry_after, 0.05))
+
+
+# Threads that importing polars starts and that survive a fork: jemalloc's background purgers
+# (it registers fork handlers) and polars' idle out-of-core cleaner. Its compute pool
+# ("polars-N") and any other thread make a fork unsafe.
+_FORK_SAFE_THREADS = frozenset(("jemalloc_bg_thd", "polars-ooc-clea"))
+
+
+def _fork_safe() -> bool:
+    """Whether this process runs no thread but the main one and the fork-safe helpers."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+        names = []
+        for task in tasks:
+            with open(f"/proc/self/task/{task}/comm") as fh:
+                names.append(fh.read().strip())
+    except OSError:
+        return False
+    return sum(1 for n in names if n not in _FORK_SAFE_THREADS) == 1
 
 
 async def run_import(settings: Settings, opts: ImportOptions, out: IO[str] | None = None
@@ -383,11 +408,20 @@ async def run_import(settings: Settings, opts: ImportOptions, out: IO[str] | Non
                           settings.sessions.key_rotation, settings.sessions.key_retention)
         key = keyring.current()
     workers = opts.workers if opts.workers > 0 else (os.cpu_count() or 1)
-    # Fork the workers before the store starts its threads.
+    # Fork the workers before the store starts its threads — but only from a process that has
+    # started no thread of its own yet: a fork copies no thread, so a polars thread pool (or a
+    # lock some thread held) would be dead in the child. Otherwise (lethelog imported by a
+    # process that already ran polars) the workers come from a fork server, which preloads the
+    # pipeline's modules.
     pool: multiprocessing.pool.Pool | None = None
     inline: Pipeline | None = None
     if workers > 1:
-        ctx = multiprocessing.get_context("fork")
+        ctx: multiprocessing.context.BaseContext
+        if _fork_safe():
+            ctx = multiprocessing.get_context("fork")
+        else:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["collector.importer"])
         pool = ctx.Pool(workers, _init_worker, (settings, key, opts.source))
     else:
         inline = _build_pipeline(settings, key, opts.source)
@@ -404,15 +438,15 @@ async def run_import(settings: Settings, opts: ImportOptions, out: IO[str] | Non
 
     async def account(res: ChunkResult) -> None:
         totals.lines += res.lines
-        totals.accepted += len(res.records)
+        totals.accepted += len(res.frame)
         totals.rejected += len(res.errors)
         totals.dropped += res.dropped
         name = inputs[res.file].name
         for line, reason in res.errors:
             if len(totals.errors) < FIRST_ERRORS:
                 totals.errors.append((name, line, reason))
-        if res.records:
-            writes.append(asyncio.ensure_future(_write(store, res.records, res.partial)))
+        if len(res.frame):
+            writes.append(asyncio.ensure_future(_write(store, res.frame, res.partial)))
         while len(writes) > opts.in_flight:
             _add_written(totals, await writes.popleft())
         progress.update(totals)

@@ -1,255 +1,50 @@
-"""The transform chain between a source and the store: check → mask → scrub → enrich → shape.
+"""The transform chain between a source and the store, on columns: a batch at a time.
 
-Each step is a small object configured in ``__init__`` with one cheap ``__call__(rec)`` that
-returns the record (possibly changed) or ``None`` to drop it, and raises
-:class:`~collector.record.RecordError` to reject it with a reason. ``build_steps`` is the one place
-that decides the chain. Every step is stateless per record, so the chain runs inline in whichever
-source calls it (HTTP handler, syslog receiver, import worker); the store is the only stateful
-sink, behind its bounded queue.
+check time → resolve site → consent → mask → session key → scrub URL → GeoIP → User-Agent →
+language → mask content → shape. Each stage (``collector.engine``) takes a batch (a polars
+DataFrame of raw fields plus a ``line`` column) and returns the batch without the rows it
+rejected or dropped, plus its rejects as ``(line, reason)`` rows. ``build_steps`` is the one
+place that decides the chain; every source (HTTP bodies, syslog batches, ``import`` chunks)
+runs it through :class:`Pipeline`.
 
-The raw client address lives in ``rec["_ip"]`` only between ``MaskClient`` and ``Shape``; Shape
-builds a fresh dict from the stored fields, so it cannot leak past the chain.
+The raw client address lives in the ``_ip`` column only between MaskClient and Shape; Shape
+selects the stored columns only, so it cannot leak past the chain. The record-at-a-time chain
+this replaces is kept as the test oracle (``tests/oracle/``) and checked against this one.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+import polars as pl
 import structlog
 
+from collector.engine.batch import OUT_SCHEMA, frame_from_records
+from collector.engine.checks import CheckTime, Consent, ResolveSite
+from collector.engine.content import MaskContent
+from collector.engine.enrich import EnrichAgent, EnrichGeo, Language, ScrubUrl
+from collector.engine.mask import MaskClient, SessionKey
+from collector.engine.parse import parse_body, parse_text_lines
+from collector.engine.shape import Shape
+from collector.engine.stage import Batch, Stage
 from collector.enrich.geo import GeoEnricher
 from collector.enrich.ua import UAEnricher
 from collector.keys import KeyRing
-from collector.parse import ParseError
-from collector.record import STORED_FIELDS, Record, RecordError
-from collector.recordtime import time_problem
+from collector.parse import LineParser, ParseError
+from collector.record import Record, RecordError
 from collector.settings import Settings
-from masking.consent import consent_flags
-from masking.ip import AddressError, IPMasker
-from masking.language import parse_accept_language
-from masking.session import session_key
-from masking.textaddr import CONTENT_HOST_FIELDS, CONTENT_TEXT_FIELDS, TextMasker
-from masking.url import UrlScrubber, path_template
+from masking.ip import IPMasker
+from masking.textaddr import TextMasker
+from masking.url import UrlScrubber
+
+__all__ = ["BatchResult", "Pipeline", "Stage", "build_steps", "records_of"]
 
 log = structlog.get_logger("lethelog.pipeline")
 
-Step = Callable[[Record], Record | None]
-
-
-class CheckTime:
-    """A record needs a time, may not be stamped beyond the wall clock plus the skew, nor
-    (``max_age``, in ``serve``) further back than that (``collector.recordtime``)."""
-
-    def __init__(self, max_skew: float, clock: Callable[[], float] = time.time,
-                 max_age: float | None = None) -> None:
-        self.max_skew = max_skew
-        self.clock = clock
-        self.max_age = max_age
-
-    def __call__(self, rec: Record) -> Record:
-        t = rec.get("time")
-        if t is None:
-            raise RecordError("missing timestamp")
-        if not isinstance(t, int | float):
-            raise RecordError("timestamp is not a number of seconds")
-        problem = time_problem(t, self.clock(), self.max_skew, self.max_age)
-        if problem is not None:
-            raise RecordError(problem)
-        return rec
-
-
-class ResolveSite:
-    """Which customer site a record belongs to: from its host, else the shipper's only site.
-
-    A shipper token limited to sites may write only to those; a record whose host belongs to
-    another site is rejected. Records of no configured site go to ``tenancy.default_site`` or are
-    rejected (``tenancy.unknown_host = "reject"``).
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.sites = settings.sites
-        self.default = settings.tenancy.default_site
-        self.reject_unknown = settings.tenancy.unknown_host == "reject"
-
-    def __call__(self, rec: Record) -> Record:
-        allowed: frozenset[str] | None = rec.get("_allowed_sites")
-        host = rec.get("host")
-        site = None
-        if host and self.sites:
-            name = str(host).split(":")[0] if not str(host).startswith("[") else str(host)
-            site = next((s.name for s in self.sites if s.matches(name)), None)
-        if site is None:
-            if host and self.reject_unknown and self.sites:
-                raise RecordError("host matches no configured site (tenancy.unknown_host = "
-                                  "reject)")
-            if allowed is not None and len(allowed) == 1:
-                site = next(iter(allowed))
-            elif self.reject_unknown and self.sites:
-                raise RecordError("record has no host and the token holds several sites "
-                                  "(tenancy.unknown_host = reject)")
-            else:
-                site = self.default
-        if allowed is not None and site not in allowed:
-            raise RecordError(f"record for site {site!r} but this token may write only to "
-                              f"{', '.join(sorted(allowed))}")
-        rec["site"] = site
-        return rec
-
-
-class Consent:
-    """DNT: 1 / Sec-GPC: 1 honoured by the site's policy: count in aggregates only, or drop."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def __call__(self, rec: Record) -> Record | None:
-        dnt, gpc = consent_flags(rec.get("dnt"), rec.get("gpc"))
-        if not (dnt or gpc):
-            rec["dnt"] = None
-            return rec
-        rec["dnt"] = True
-        if self.settings.for_site(rec["site"], "consent") == "drop":
-            return None
-        rec["aggregate_only"] = True
-        return rec
-
-
-class MaskClient:
-    """Truncate the client address and derive the pseudonymous session key from the full one."""
-
-    def __init__(self, settings: Settings, keyring: KeyRing) -> None:
-        m = settings.masking
-        self.maskers = {
-            site.name: IPMasker(settings.for_site(site.name, "ipv4_keep_bits"),
-                                settings.for_site(site.name, "ipv6_keep_bits"), m.trusted_proxies)
-            for site in settings.sites
-        }
-        self.default = IPMasker(m.ipv4_keep_bits, m.ipv6_keep_bits, m.trusted_proxies)
-        self.keyring = keyring
-        self.hint_fields = tuple(settings.sessions.hint_fields)
-
-    def __call__(self, rec: Record) -> Record:
-        raw = rec.get("client")
-        if raw is None or raw == "":
-            raise RecordError("missing client address")
-        masker = self.maskers.get(rec.get("site") or "", self.default)
-        try:
-            client = masker.client(str(raw), rec.get("forwarded_for"))
-        except AddressError as exc:
-            raise RecordError(str(exc)) from None
-        rec["ip"] = client.masked
-        rec["_ip"] = client.ip
-        if client.ip is None:
-            rec["ip_note"] = client.reason
-        hint = None
-        for name in self.hint_fields:
-            value = rec.get(name)
-            if value:
-                hint = str(value)
-                break
-        site = rec["site"]
-        rec["session_key"] = session_key(
-            self.keyring.current().secret, site, client.ip or client.reason or "",
-            rec.get("user_agent"), hint,
-        )
-        return rec
-
-
-class ScrubUrl:
-    """Secrets and addresses out of the target and the referrer; a template of the path for
-    grouping. ``scrubber`` serves every site without a scrubber of its own in ``per_site``
-    (a site with its own keep bits masks addresses in URLs with them)."""
-
-    def __init__(self, scrubber: UrlScrubber, per_site: dict[str, UrlScrubber] | None = None
-                 ) -> None:
-        self.scrubber = scrubber
-        self.per_site = per_site or {}
-
-    def __call__(self, rec: Record) -> Record:
-        scrubber = self.per_site.get(rec.get("site") or "", self.scrubber)
-        path, query = scrubber.target(rec.get("target"))
-        rec["path"] = path
-        rec["query"] = query
-        rec["path_template"] = path_template(path)
-        rec["referrer"] = scrubber.referrer(rec.get("referrer"))
-        return rec
-
-
-class MaskContent:
-    """Addresses out of every other stored text a client chose: ``host`` (read as a host: any
-    ``inet_aton`` form), and ``method``, ``protocol`` and the User-Agent-derived fields (an
-    Android agent's device model, a browser family captured from free text) as text. Masked
-    with the record's site's keep bits (``masking.textaddr``)."""
-
-    HOST = CONTENT_HOST_FIELDS[0]
-    TEXT = CONTENT_TEXT_FIELDS
-
-    def __init__(self, default: TextMasker, per_site: dict[str, TextMasker]) -> None:
-        self.default = default
-        self.per_site = per_site
-
-    def __call__(self, rec: Record) -> Record:
-        masker = self.per_site.get(rec.get("site") or "", self.default)
-        host = rec.get(self.HOST)
-        if host:
-            rec[self.HOST] = masker.host(str(host))
-        for name in self.TEXT:
-            value = rec.get(name)
-            if value and value.__class__ is str:
-                rec[name] = masker.text(value)
-        langs = rec.get("languages")
-        if langs:
-            rec["languages"] = [masker.text(v) if isinstance(v, str) else v for v in langs]
-        return rec
-
-
-class EnrichGeo:
-    def __init__(self, geo: GeoEnricher) -> None:
-        self.geo = geo
-
-    def __call__(self, rec: Record) -> Record:
-        rec.update(self.geo.lookup(rec.get("ip"), rec.get("_ip")))
-        return rec
-
-
-class EnrichAgent:
-    def __init__(self, ua: UAEnricher) -> None:
-        self.ua = ua
-
-    def __call__(self, rec: Record) -> Record:
-        rec.update(self.ua(rec.get("user_agent")))
-        return rec
-
-
-class Language:
-    def __call__(self, rec: Record) -> Record:
-        primary, ordered = parse_accept_language(rec.get("accept_language"))
-        rec["language"] = primary
-        rec["languages"] = ordered or None
-        return rec
-
-
-class Shape:
-    """Build the stored record: only STORED_FIELDS, plus the key and source for the store."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.fields = tuple(f for f in STORED_FIELDS if f not in ("session", "source"))
-
-    def __call__(self, rec: Record) -> Record:
-        values = list(map(rec.get, self.fields))
-        out = dict(zip(self.fields, values, strict=True))
-        if "" in values or "-" in values:  # rare: one scan instead of a test per field
-            for f, v in out.items():
-                if v == "" or (v == "-" and f in ("method", "host", "protocol")):
-                    out[f] = None  # unknown is null, never an empty-string guess
-        out["source"] = rec.get("_source") or self.source
-        out["session_key"] = rec["session_key"]
-        if rec.get("aggregate_only"):
-            out["aggregate_only"] = True  # counted in aggregates, never stored as a record
-        return out
+# kept for callers that name the old type
+Step = Stage
 
 
 def _text_maskers(settings: Settings) -> tuple[TextMasker, dict[str, TextMasker]]:
@@ -262,7 +57,7 @@ def _text_maskers(settings: Settings) -> tuple[TextMasker, dict[str, TextMasker]
 
 
 def build_steps(settings: Settings, keyring: KeyRing, geo: GeoEnricher, ua: UAEnricher,
-                source: str, max_age: float | None = None) -> list[Step]:
+                source: str, max_age: float | None = None) -> list[Stage]:
     """The chain; ``max_age``: refuse records older than this (``serve``; ``import``: None)."""
     text_default, text_sites = _text_maskers(settings)
     secret = settings.masking.secret_params
@@ -270,7 +65,8 @@ def build_steps(settings: Settings, keyring: KeyRing, geo: GeoEnricher, ua: UAEn
         CheckTime(settings.sessions.max_clock_skew, max_age=max_age),
         ResolveSite(settings),
         Consent(settings),
-        MaskClient(settings, keyring),
+        MaskClient(settings),
+        SessionKey(settings, keyring),
         ScrubUrl(UrlScrubber(secret, text_default),
                  {name: UrlScrubber(secret, t) for name, t in text_sites.items()}),
         EnrichGeo(geo),
@@ -281,55 +77,140 @@ def build_steps(settings: Settings, keyring: KeyRing, geo: GeoEnricher, ua: UAEn
     ]
 
 
+def records_of(frame: pl.DataFrame) -> list[Record]:
+    """A shaped batch as stored-record dicts (``aggregate_only`` only where it is true)."""
+    rows = frame.to_dicts()
+    for row in rows:
+        if not row.pop("aggregate_only", False):
+            continue
+        row["aggregate_only"] = True
+    return rows
+
+
 @dataclass
 class BatchResult:
-    records: list[Record] = field(default_factory=list)
+    """The shaped batch (``frame``, :data:`~collector.engine.batch.OUT_SCHEMA`), the per-line
+    errors in line order, and how many records consent dropped."""
+
+    frames: list[pl.DataFrame] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
     dropped: int = 0
+    line_numbers: list[pl.Series] = field(default_factory=list, repr=False)
+    _records: list[Record] | None = field(default=None, repr=False)
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        if not self.frames:
+            return pl.DataFrame(schema=OUT_SCHEMA)
+        if len(self.frames) > 1:
+            self.frames = [pl.concat(self.frames, how="vertical")]
+        return self.frames[0]
+
+    @property
+    def accepted(self) -> int:
+        return sum(f.height for f in self.frames)
+
+    @property
+    def records(self) -> list[Record]:
+        """The shaped batch as stored-record dicts (for stores that take records)."""
+        if self._records is None:
+            self._records = records_of(self.frame)
+        return self._records
+
+    @property
+    def lines(self) -> list[int]:
+        """The input line number of each row of ``frame``."""
+        return [n for s in self.line_numbers for n in s.to_list()]
 
     @property
     def rejected(self) -> int:
         return len(self.errors)
 
+    def extend(self, other: BatchResult) -> None:
+        self.frames.extend(f for f in other.frames if f.height)
+        self.line_numbers.extend(s for s in other.line_numbers if len(s))
+        self.errors.extend(other.errors)
+        self.dropped += other.dropped
+        self._records = None
+
 
 class Pipeline:
-    """Runs parsed items through the steps; collects good records and per-line errors."""
+    """Runs batches through the stages; collects the shaped batch and per-line errors."""
 
-    def __init__(self, steps: list[Step]) -> None:
+    def __init__(self, steps: list[Stage]) -> None:
         self.steps = steps
 
-    def run(self, rec: Record) -> Record | None:
-        for step in self.steps:
-            out = step(rec)
-            if out is None:
-                return None
-            rec = out
-        return rec
+    def run(self, batch: Batch, errors: list[tuple[int, str]] | None = None) -> BatchResult:
+        """Run one raw batch (``collector.engine.batch.RAW_SCHEMA`` columns) through the chain;
+        ``errors`` are the batch's parse errors, merged with the stages' rejects in line order."""
+        result = BatchResult(errors=list(errors or ()))
+        rejects: list[pl.DataFrame] = []
+        before = batch.frame.height
+        last = len(self.steps) - 1
+        lines: pl.Series | None = None
+        for index, step in enumerate(self.steps):
+            if batch.frame.height == 0:
+                break
+            if index == last:
+                lines = batch.frame["line"]  # the last step (Shape) keeps the row order
+            try:
+                batch, rej = step(batch)
+            except Exception as exc:  # a bug must not take the source down, nor leak a value
+                log.error("pipeline_step_failed", step=type(step).__name__,
+                          error=type(exc).__name__)
+                reason = f"internal error ({type(exc).__name__})"
+                rejects.append(batch.frame.select(
+                    pl.col("line"), pl.lit(reason, dtype=pl.String).alias("reason")))
+                batch = batch.with_frame(batch.frame.clear())
+                break
+            if rej.height:
+                rejects.append(rej)
+        rejected = 0
+        for rej in rejects:
+            rejected += rej.height
+            result.errors.extend(rej.iter_rows())
+        out = batch.frame
+        if out.height:
+            result.frames.append(out)
+            if lines is not None:
+                result.line_numbers.append(lines)
+        result.dropped = before - rejected - out.height
+        result.errors.sort(key=lambda e: e[0])
+        return result
 
     def process(self, items: Iterable[tuple[int, Record | ParseError | RecordError]],
                 source: str | None = None, sites: frozenset[str] | None = None
                 ) -> BatchResult:
-        """Run numbered items through the chain for one shipper (``source``), which may write
-        only to ``sites`` (None: any site)."""
-        result = BatchResult()
+        """Run numbered parsed items (raw records or their errors) for one shipper
+        (``source``), which may write only to ``sites`` (None: any site)."""
+        rows: list[tuple[int, dict[str, Any]]] = []
+        errors: list[tuple[int, str]] = []
         for line, item in items:
             if isinstance(item, ParseError | RecordError):
-                result.errors.append((line, str(item)))
-                continue
-            if source is not None:
-                item["_source"] = source
-            item["_allowed_sites"] = sites
-            try:
-                out = self.run(item)
-            except (RecordError, ParseError) as exc:
-                result.errors.append((line, str(exc)))
-                continue
-            except Exception as exc:  # a bug must not take the batch down, nor leak a value
-                log.error("pipeline_step_failed", line=line, error=type(exc).__name__)
-                result.errors.append((line, f"internal error ({type(exc).__name__})"))
-                continue
-            if out is None:
-                result.dropped += 1
+                errors.append((line, str(item)))
             else:
-                result.records.append(out)
-        return result
+                rows.append((line, item))
+        return self.run(Batch(frame_from_records(rows), source, sites), errors)
+
+    def process_body(self, data: bytes, content_type: str, fmt: str | None, max_line: int,
+                     source: str | None = None, sites: frozenset[str] | None = None
+                     ) -> BatchResult:
+        """A whole shipped body (NDJSON, JSON or text lines) through parse and the chain.
+        Raises :class:`~collector.sources.body.BodyError` when the body as a whole is bad."""
+        frame, errors = parse_body(data, content_type, fmt, max_line)
+        return self.run(Batch(frame, source, sites), errors)
+
+    def process_lines(self, lines: list[str], fmt: str | LineParser | None = None,
+                      source: str | None = None, sites: frozenset[str] | None = None,
+                      first: int = 1) -> BatchResult:
+        """Text lines (numbered from ``first``) through parse and the chain."""
+        frame, errors = parse_text_lines(lines, fmt, first)
+        return self.run(Batch(frame, source, sites), errors)
+
+    def warm(self) -> None:
+        """Run one made-up line through every stage and throw the result away: polars' thread
+        pool, allocator and compiled patterns are set up now rather than in the first request
+        (its latency, and a steady memory figure from start-up on)."""
+        line = (b'192.0.2.1 - - [01/Jan/2000:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" '
+                b'"warm-up"\n')
+        self.process_body(line, "text/plain", None, len(line) + 1)

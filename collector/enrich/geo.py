@@ -360,6 +360,11 @@ class GeoEnricher:
     def generation(self) -> int:
         return self._gen.number
 
+    @property
+    def from_full_address(self) -> bool:
+        """Whether lookups use the full address (``geo_from = "full"``) or the masked one."""
+        return self._use_full
+
     def lookup(self, masked_ip: str | None, full_ip: str | None) -> dict[str, Any]:
         """Every key of :data:`GEO_FIELDS`, ``None`` where unknown.
 

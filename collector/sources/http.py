@@ -15,16 +15,14 @@ from aiohttp.web_protocol import RequestPayloadError
 from collector.appkeys import METRICS, PIPELINE, SETTINGS, STORE
 from collector.auth import PRINCIPAL, requires
 from collector.faults import FAULTS, RETRY_AFTER, disk_fault
-from collector.pipeline import BatchResult
-from collector.sources.body import BodyError, read_body
+from collector.sources.body import BodyError
 from collector.sources.budget import BUDGET, MemoryBudget, estimate
-from collector.sources.offloop import ParseTimeout, take
+from collector.sources.offloop import ParseTimeout, run
 from collector.store import StoreBusy
 
 log = structlog.get_logger("lethelog.ingest")
 
 MAX_ERRORS = 100
-CHUNK = 2000  # records run through the chain between two yields to the event loop
 
 
 def _json_response(payload: dict[str, Any], status: int = 200,
@@ -121,26 +119,19 @@ async def _post_logs(request: web.Request, held: _Held) -> web.Response:
     if fmt in ("auto", "detect"):
         fmt = None
     pipeline = request.app[PIPELINE]
-    result = BatchResult()
-    # parsing runs off the event loop, chunk by chunk, within ingest.parse_timeout
+    # the whole body is one columnar batch (bounded by ingest.max_body_size and the memory
+    # budget), parsed and run through the chain off the event loop, within ingest.parse_timeout
     deadline = asyncio.get_running_loop().time() + settings.ingest.parse_timeout
+    ctype = request.headers.get("Content-Type", "text/plain")
     try:
-        items = read_body(data, request.headers.get("Content-Type", "text/plain"), fmt,
-                          settings.ingest.max_line_length)
+        result = await run(lambda: pipeline.process_body(
+            data, ctype, fmt, settings.ingest.max_line_length, source=principal.name,
+            sites=principal.sites), deadline)
         limit = settings.ingest.max_records_per_request
-        while True:
-            chunk = await take(items, CHUNK, deadline)
-            if not chunk:
-                break
-            part = pipeline.process(chunk, source=principal.name, sites=principal.sites)
-            result.records.extend(part.records)
-            result.errors.extend(part.errors)
-            result.dropped += part.dropped
-            if len(result.records) + len(result.errors) > limit:
-                metrics.inc("lethelog_requests_refused_total", reason="too_many_records")
-                return refuse(413, f"more than {limit} records in one request "
-                                   "(ingest.max_records_per_request)")
-            await asyncio.sleep(0)
+        if result.accepted + len(result.errors) > limit:
+            metrics.inc("lethelog_requests_refused_total", reason="too_many_records")
+            return refuse(413, f"more than {limit} records in one request "
+                               "(ingest.max_records_per_request)")
     except BodyError as exc:
         metrics.inc("lethelog_requests_refused_total", reason="body")
         return refuse(exc.status, str(exc))
@@ -154,7 +145,7 @@ async def _post_logs(request: web.Request, held: _Held) -> web.Response:
             raise
         return store_failed(request, exc)
     try:
-        await request.app[STORE].write(result.records)
+        await request.app[STORE].write(result.frame)
     except StoreBusy as exc:
         metrics.inc("lethelog_requests_refused_total", reason="queue_full")
         return refuse(503, "store queue is full, retry later",
@@ -169,15 +160,15 @@ async def _post_logs(request: web.Request, held: _Held) -> web.Response:
         return refuse(507, "the data directory is gone (lethelog.db missing): nothing of the "
                            "request is kept; restore it and restart", {"Retry-After": "60"})
     request.app[FAULTS].clear("store_write")
-    metrics.inc("lethelog_records_accepted_total", len(result.records))
+    metrics.inc("lethelog_records_accepted_total", result.accepted)
     for _, reason in result.errors:
         metrics.inc("lethelog_records_rejected_total", reason=reason_class(reason))
     metrics.observe("lethelog_ingest_seconds", time.perf_counter() - started)
     if result.errors:
         log.info("records_rejected", source=principal.name, rejected=len(result.errors),
-                 accepted=len(result.records), first_line=result.errors[0][0])
+                 accepted=result.accepted, first_line=result.errors[0][0])
     return _json_response({
-        "accepted": len(result.records),
+        "accepted": result.accepted,
         "rejected": len(result.errors),
         "dropped": result.dropped,
         "errors": [{"line": line, "error": err} for line, err in result.errors[:MAX_ERRORS]],

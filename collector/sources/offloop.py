@@ -12,7 +12,7 @@ its thread and is dropped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import TypeVar
@@ -36,5 +36,18 @@ async def take(items: Iterator[T], n: int, deadline: float) -> list[T]:
     future = loop.run_in_executor(_POOL, lambda: list(islice(items, n)))
     try:
         return await asyncio.wait_for(future, remaining)
+    except TimeoutError:
+        raise ParseTimeout from None
+
+
+async def run(fn: Callable[[], T], deadline: float) -> T:
+    """``fn()`` in the parse pool; ``deadline`` is on the loop's clock. Raises ParseTimeout when
+    it passes first (the abandoned call finishes in its thread and its result is dropped)."""
+    loop = asyncio.get_running_loop()
+    remaining = deadline - loop.time()
+    if remaining <= 0:
+        raise ParseTimeout
+    try:
+        return await asyncio.wait_for(loop.run_in_executor(_POOL, fn), remaining)
     except TimeoutError:
         raise ParseTimeout from None

@@ -29,14 +29,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
 import structlog
 from aiohttp import web
 
 from collector.auth import Networks
 from collector.metrics import Metrics
-from collector.parse import LineParser, compile_format, parse_lines
+from collector.parse import LineParser, compile_format
 from collector.pipeline import Pipeline
-from collector.record import Record
 from collector.settings import Settings, SettingsError, SyslogSettings, split_hostport
 from collector.sources.http import reason_class
 from collector.sources.syslogmsg import Framer, SyslogError, parse_message
@@ -199,10 +199,10 @@ class SyslogReceiver:
     async def _commit(self, frames: list[bytes], counters: Counters, wait: bool) -> None:
         """Parse and store one batch. ``wait``: on a full queue, retry (TCP) or drop (UDP)."""
         records = self.prepare(frames, counters)
-        if records:
+        if len(records):
             await self.store_records(records, counters, wait)
 
-    def prepare(self, frames: list[bytes], counters: Counters) -> list[Record]:
+    def prepare(self, frames: list[bytes], counters: Counters) -> pl.DataFrame:
         """Syslog headers off, bodies parsed and run through the pipeline (CPU, no waiting)."""
         bodies: list[str] = []
         malformed = 0
@@ -215,23 +215,23 @@ class SyslogReceiver:
             counters.malformed += malformed
             self._throttle("syslog_malformed", malformed=counters.malformed)
         if not bodies:
-            return []
-        result = self.pipeline.process(parse_lines(bodies, self.parser), source=self.cfg.source,
-                                       sites=self.sites)
+            return pl.DataFrame()
+        result = self.pipeline.process_lines(bodies, self.parser, source=self.cfg.source,
+                                             sites=self.sites)
         if result.errors:
             counters.rejected += len(result.errors)
             for _, reason in result.errors:
                 self.metrics.inc("lethelog_records_rejected_total", reason=reason_class(reason))
             self._throttle("syslog_records_rejected", rejected=len(result.errors),
                            first_error=result.errors[0][1], total=counters.rejected)
-        return result.records
+        return result.frame
 
-    async def store_records(self, records: list[Record], counters: Counters, wait: bool) -> None:
+    async def store_records(self, records: pl.DataFrame, counters: Counters, wait: bool) -> None:
         if await self._store(records, counters, wait):
             counters.stored += len(records)
             self.metrics.inc("lethelog_records_accepted_total", len(records))
 
-    async def _store(self, records: list[Record], counters: Counters, wait: bool) -> bool:
+    async def _store(self, records: pl.DataFrame, counters: Counters, wait: bool) -> bool:
         delay = 0.02
         while True:
             try:
@@ -438,7 +438,7 @@ class _TcpConnection(asyncio.Protocol):
                     # one batch commits while the next is read and parsed; the one before must
                     # be committed first (order kept, at most two batches in hand)
                     await self._settle()
-                    if records:
+                    if len(records):
                         self.inflight = self.loop.create_task(
                             rx.store_records(records, c, wait=True))  # waits while busy
                     if len(self.pending) < cfg.batch_size:
