@@ -411,8 +411,7 @@ async def run_import(settings: Settings, opts: ImportOptions, out: IO[str] | Non
     # Fork the workers before the store starts its threads — but only from a process that has
     # started no thread of its own yet: a fork copies no thread, so a polars thread pool (or a
     # lock some thread held) would be dead in the child. Otherwise (lethelog imported by a
-    # process that already ran polars) the workers come from a fork server, which preloads the
-    # pipeline's modules.
+    # process that already ran polars) the workers are spawned (a fresh interpreter each).
     pool: multiprocessing.pool.Pool | None = None
     inline: Pipeline | None = None
     if workers > 1:
@@ -420,8 +419,7 @@ async def run_import(settings: Settings, opts: ImportOptions, out: IO[str] | Non
         if _fork_safe():
             ctx = multiprocessing.get_context("fork")
         else:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["collector.importer"])
+            ctx = multiprocessing.get_context("spawn")
         pool = ctx.Pool(workers, _init_worker, (settings, key, opts.source))
     else:
         inline = _build_pipeline(settings, key, opts.source)
